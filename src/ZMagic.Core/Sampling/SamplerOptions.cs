@@ -1,0 +1,88 @@
+using ZMagic.Core.Diffusion;
+using ZMagic.Core.Guidance;
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Sampling;
+
+/// <summary>Options of one sampling run.</summary>
+public sealed record SamplerOptions
+{
+    /// <summary>Number of sampler steps (uniform skip over the training timesteps). Ignored when <see cref="Timesteps"/> is set.</summary>
+    public int Steps { get; init; } = 100;
+
+    /// <summary>Explicit descending timesteps; overrides <see cref="Steps"/>.</summary>
+    public IReadOnlyList<int>? Timesteps { get; init; }
+
+    /// <summary>The base transition (FreeDoM's eta step with eta = 0.5 by default, as the face code).</summary>
+    public ISamplerStep SamplerStep { get; init; } = new FreeDoMEtaStep(0.5);
+
+    /// <summary>How conditions are combined. Null: unguided when there are no conditions, else the sampler's default strategy.</summary>
+    public IGuidanceStrategy? Strategy { get; init; }
+
+    /// <summary>The combiner of per-condition task gradients. Null: plain sum.</summary>
+    public IGradientCombiner? Combiner { get; init; }
+
+    /// <summary>Time-travel (FreeDoM's recurrent strategy); null for none.</summary>
+    public TimeTravel? TimeTravel { get; init; }
+
+    /// <summary>Run seed; item i's noise depends only on (seed, first item index + i).</summary>
+    public long Seed { get; init; }
+
+    /// <summary>Number of images.</summary>
+    public int BatchSize { get; init; } = 1;
+
+    /// <summary>Index of the first item, so that a large request can be split into batches with identical results.</summary>
+    public int FirstItem { get; init; }
+
+    /// <summary>Device to sample on (default CPU). The denoiser and conditions must live there too.</summary>
+    public Device? Device { get; init; }
+
+    /// <summary>Sample dtype (default float32).</summary>
+    public ScalarType DType { get; init; } = ScalarType.Float32;
+
+    /// <summary>What to do when a condition yields non-finite energies or gradients.</summary>
+    public NonFinitePolicy NonFinitePolicy { get; init; } = NonFinitePolicy.Fail;
+
+    /// <summary>Optional starting noise x_T [B, C, H, W]; drawn from the item streams when null.</summary>
+    public Tensor? InitialNoise { get; init; }
+}
+
+/// <summary>
+/// FreeDoM's time-travel: inside the window, after a step t -> t' go back with
+/// <c>x_t = sqrt(abar_t / abar_t') x_t' + sqrt(1 - abar_t / abar_t') z</c> and redo the step, <see cref="Repeats"/> times in all.
+/// </summary>
+/// <param name="Repeats">Total passes per step inside the window (1 = no time travel).</param>
+/// <param name="From">Lowest timestep of the window (inclusive).</param>
+/// <param name="To">Highest timestep of the window (inclusive).</param>
+public sealed record TimeTravel(int Repeats, int From, int To)
+{
+    /// <summary>Passes to run at timestep <paramref name="t"/>.</summary>
+    public int RepeatsAt(int t) => t >= From && t <= To ? Repeats : 1;
+}
+
+/// <summary>Progress of a run, reported after each step.</summary>
+/// <param name="Step">Steps completed (counting repeats).</param>
+/// <param name="TotalSteps">Steps in the run (counting repeats).</param>
+/// <param name="Timestep">The timestep just completed.</param>
+/// <param name="Trace">The trace entry of the step just completed.</param>
+public readonly record struct SamplingProgress(int Step, int TotalSteps, int Timestep, StepTrace Trace);
+
+/// <summary>The result of a run: images and the trace. Dispose it to free the images.</summary>
+public sealed class SamplingResult : IDisposable
+{
+    /// <summary>Creates the result.</summary>
+    public SamplingResult(Tensor images, SamplingTrace trace)
+    {
+        Images = images;
+        Trace = trace;
+    }
+
+    /// <summary>Final samples [B, C, H, W] in the denoiser's data range (not clamped).</summary>
+    public Tensor Images { get; }
+
+    /// <summary>Per-step trace.</summary>
+    public SamplingTrace Trace { get; }
+
+    /// <inheritdoc />
+    public void Dispose() => Images.Dispose();
+}
