@@ -84,6 +84,14 @@ public static class Checkpoint
     public static Dictionary<string, Tensor> LoadStateDict(string path)
     {
         using var fs = OpenRead(path);
+        return LoadStateDict(fs, path);
+    }
+
+    /// <summary>As <see cref="LoadStateDict(string)"/>, from a seekable stream; <paramref name="path"/> names it in errors.</summary>
+    public static Dictionary<string, Tensor> LoadStateDict(Stream fs, string path)
+    {
+        ArgumentNullException.ThrowIfNull(fs);
+        if (!fs.CanSeek || !fs.CanRead) throw new ArgumentException("The stream must be readable and seekable.", nameof(fs));
         Dictionary<string, Tensor> sd;
         switch (DetectFormat(fs))
         {
@@ -91,20 +99,22 @@ public static class Checkpoint
                 sd = SafeTensors.Load(fs, path);
                 break;
             case CheckpointFileFormat.PyTorchZip:
+                sd = PyTorchCheckpoint.Guard(path, () =>
                 {
                     using var reader = PyTorchCheckpoint.Open(fs, path);
                     var root = reader.ReadPickle();
                     var refs = ExtractStateDict(root, path);
                     var tensors = reader.Materialize(refs.Values);
-                    sd = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                    var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
                     var used = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
                     foreach (var (k, r) in refs)
                     {
                         var t = tensors[r];
-                        sd[k] = used.Add(t) ? t : t.alias(); // the same tensor under two keys gets its own handle
+                        result[k] = used.Add(t) ? t : t.alias(); // the same tensor under two keys gets its own handle
                     }
-                    break;
-                }
+                    return result;
+                });
+                break;
             case CheckpointFileFormat.LegacyPickle:
                 throw new CheckpointFormatException(path, "this is a legacy (pre-1.6, non-zip) PyTorch checkpoint, which is not supported; " +
                     "re-save it in Python with torch.save(obj, path, _use_new_zipfile_serialization=True) or as safetensors.");

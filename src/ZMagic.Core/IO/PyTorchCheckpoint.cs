@@ -32,9 +32,19 @@ public static class PyTorchCheckpoint
     public static object? Load(string path)
     {
         using var fs = Checkpoint.OpenRead(path);
-        using var reader = Open(fs, path);
-        var root = reader.ReadPickle();
-        return reader.MaterializeAll(root);
+        return Load(fs, path);
+    }
+
+    /// <summary>As <see cref="Load(string)"/>, from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
+    public static object? Load(Stream stream, string sourceName)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        return Guard(sourceName, () =>
+        {
+            using var reader = Open(stream, sourceName);
+            var root = reader.ReadPickle();
+            return reader.MaterializeAll(root);
+        });
     }
 
     /// <summary>Opens a checkpoint from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>

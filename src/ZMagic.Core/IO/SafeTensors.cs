@@ -157,6 +157,7 @@ public static class SafeTensors
         long dataLength = fileLength - dataStart;
         var entries = new List<SafeTensorEntry>();
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw new CheckpointFormatException(source, "header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json); }
         catch (JsonException ex) { throw new CheckpointFormatException(source, $"header is not valid JSON ({ex.Message}).", ex); }
