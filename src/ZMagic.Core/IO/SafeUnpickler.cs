@@ -10,7 +10,7 @@ public class UnsafeCheckpointException : CheckpointFormatException
     /// <summary>Creates the exception for the refused global <paramref name="module"/>.<paramref name="name"/>.</summary>
     public UnsafeCheckpointException(string source, string module, string name)
         : base(source, $"refused to load: the pickle references the global '{Printable(module)}.{Printable(name)}', which is not on the allow-list " +
-                       "(only tensors, storages, OrderedDict and plain data are accepted; nothing in the file was executed).")
+                       "(only tensors, storages, OrderedDict and plain data are accepted; nothing in the file was executed)." + Hint(module))
     {
         Module = module;
         Name = name;
@@ -21,6 +21,11 @@ public class UnsafeCheckpointException : CheckpointFormatException
 
     /// <summary>The refused global's attribute name, as written in the file.</summary>
     public string Name { get; }
+
+    private static string Hint(string module) =>
+        module.StartsWith("torch.nn", StringComparison.Ordinal) || module == "__main__" || module.StartsWith("models", StringComparison.Ordinal)
+            ? " The file seems to pickle a whole model object (torch.save(model)); re-save model.state_dict() instead."
+            : "";
 
     private static string Printable(string s)
     {
