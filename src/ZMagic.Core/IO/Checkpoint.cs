@@ -20,6 +20,17 @@ public enum CheckpointFileFormat
     LegacyPickle,
 }
 
+/// <summary>Options for reading PyTorch pickle checkpoints.</summary>
+public sealed class CheckpointReadOptions
+{
+    /// <summary>
+    /// Extra globals, written <c>module.Name</c> (e.g. <c>pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint</c>),
+    /// that a checkpoint may mention in its metadata. They are never imported or called: constructing one yields a
+    /// <see cref="PickleObject"/> holding its arguments and state. Empty by default, so any unknown global is refused.
+    /// </summary>
+    public IReadOnlyCollection<string> OpaqueGlobals { get; init; } = Array.Empty<string>();
+}
+
 /// <summary>
 /// Reads a model's weights from any supported checkpoint file: safetensors or a PyTorch zip checkpoint, whatever its
 /// extension. Wrappers such as <c>{'state_dict': ...}</c> are unwrapped and a DataParallel <c>module.</c> prefix removed.
@@ -81,14 +92,17 @@ public static class Checkpoint
     /// </summary>
     /// <exception cref="UnsafeCheckpointException">A pickle references a forbidden global (nothing was executed).</exception>
     /// <exception cref="CheckpointFormatException">The file is corrupt, truncated, legacy, or holds no tensors.</exception>
-    public static Dictionary<string, Tensor> LoadStateDict(string path)
+    public static Dictionary<string, Tensor> LoadStateDict(string path) => LoadStateDict(path, null);
+
+    /// <summary>As <see cref="LoadStateDict(string)"/>, with reading options (e.g. extra opaque globals).</summary>
+    public static Dictionary<string, Tensor> LoadStateDict(string path, CheckpointReadOptions? options)
     {
         using var fs = OpenRead(path);
-        return LoadStateDict(fs, path);
+        return LoadStateDict(fs, path, options);
     }
 
     /// <summary>As <see cref="LoadStateDict(string)"/>, from a seekable stream; <paramref name="path"/> names it in errors.</summary>
-    public static Dictionary<string, Tensor> LoadStateDict(Stream fs, string path)
+    public static Dictionary<string, Tensor> LoadStateDict(Stream fs, string path, CheckpointReadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(fs);
         if (!fs.CanSeek || !fs.CanRead) throw new ArgumentException("The stream must be readable and seekable.", nameof(fs));
@@ -101,7 +115,7 @@ public static class Checkpoint
             case CheckpointFileFormat.PyTorchZip:
                 sd = PyTorchCheckpoint.Guard(path, () =>
                 {
-                    using var reader = PyTorchCheckpoint.Open(fs, path);
+                    using var reader = PyTorchCheckpoint.Open(fs, path, options);
                     var root = reader.ReadPickle();
                     var refs = ExtractStateDict(root, path);
                     var tensors = reader.Materialize(refs.Values);

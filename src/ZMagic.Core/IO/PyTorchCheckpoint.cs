@@ -29,26 +29,29 @@ public static class PyTorchCheckpoint
     /// </summary>
     /// <exception cref="UnsafeCheckpointException">The pickle references a global that is not allowed.</exception>
     /// <exception cref="CheckpointFormatException">The file is not a valid PyTorch zip checkpoint.</exception>
-    public static object? Load(string path)
+    public static object? Load(string path) => Load(path, null);
+
+    /// <summary>As <see cref="Load(string)"/>, with reading options (e.g. extra opaque globals).</summary>
+    public static object? Load(string path, CheckpointReadOptions? options)
     {
         using var fs = Checkpoint.OpenRead(path);
-        return Load(fs, path);
+        return Load(fs, path, options);
     }
 
     /// <summary>As <see cref="Load(string)"/>, from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
-    public static object? Load(Stream stream, string sourceName)
+    public static object? Load(Stream stream, string sourceName, CheckpointReadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
         return Guard(sourceName, () =>
         {
-            using var reader = Open(stream, sourceName);
+            using var reader = Open(stream, sourceName, options);
             var root = reader.ReadPickle();
             return reader.MaterializeAll(root);
         });
     }
 
     /// <summary>Opens a checkpoint from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
-    internal static Reader Open(Stream stream, string sourceName) => new(stream, sourceName);
+    internal static Reader Open(Stream stream, string sourceName, CheckpointReadOptions? options = null) => new(stream, sourceName, options);
 
     /// <summary>An open zip checkpoint.</summary>
     internal sealed class Reader : IDisposable
@@ -57,11 +60,12 @@ public static class PyTorchCheckpoint
         private readonly string _source;
         private readonly string _prefix;
         private readonly long _fileLength;
-        private Dictionary<string, StorageRef> _storages = new(StringComparer.Ordinal);
+        private readonly CheckpointReadOptions? _options;
 
-        internal Reader(Stream stream, string source)
+        internal Reader(Stream stream, string source, CheckpointReadOptions? options)
         {
             _source = source;
+            _options = options;
             _fileLength = stream.Length;
             _zip = Guard(source, () => new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true));
             try
@@ -100,10 +104,8 @@ public static class PyTorchCheckpoint
             var entry = _zip.GetEntry(_prefix + "data.pkl")!;
             if (entry.Length > MaxPickleBytes) throw new CheckpointFormatException(_source, $"data.pkl is {entry.Length} bytes, above the {MaxPickleBytes}-byte limit.");
             var bytes = ReadEntry(entry, (int)entry.Length);
-            var up = new SafeUnpickler(bytes, _source);
-            var root = up.Load();
-            _storages = up.Storages;
-            return root;
+            var up = new SafeUnpickler(bytes, _source, _options?.OpaqueGlobals);
+            return up.Load();
         }
 
         /// <summary>Replaces every tensor reference in the graph by a tensor.</summary>

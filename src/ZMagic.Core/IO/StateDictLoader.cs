@@ -188,10 +188,7 @@ public static class StateDictLoader
                 continue;
             }
             if (value is null || value.IsInvalid)
-            {
-                report.DTypeMismatches.Add(new DTypeMismatch(key, target[key].dtype, ScalarType.Float32));
-                continue;
-            }
+                throw new ArgumentException($"{report.Source}: the tensor for '{sourceKey}' is null or disposed.", nameof(stateDict));
             matched[key] = (sourceKey, value);
         }
 

@@ -250,3 +250,32 @@ public class PickleFeatureTests
         Assert.Equal(new[] { "decoder.bias", "encoder.conv.weight" }, flat.Keys.OrderBy(k => k, StringComparer.Ordinal));
     }
 }
+
+public class OpaqueGlobalTests
+{
+    [Fact]
+    public void OptInOpaqueGlobalsAreRecordedNeverCalled()
+    {
+        var p = new PickleBuilder().Proto(2).EmptyDict().Mark()
+            .Str("state_dict").EmptyDict().Str("w").TensorRef("FloatStorage", "0", 1, 0, new long[] { 1 }, new long[] { 1 }).SetItem()
+            .Str("callbacks").Global("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint").EmptyTuple().Op(0x81)
+                .EmptyDict().Str("monitor").Str("val_loss").SetItem().Op((byte)'b')
+            .SetItems().Stop();
+        var zip = PtWriter.Zip("archive", p.ToArray(), new[] { ("0", new byte[4]) });
+        using (var ms = new MemoryStream(zip))
+            Assert.Throws<UnsafeCheckpointException>(() => Checkpoint.LoadStateDict(ms, "lightning.ckpt"));
+        var options = new CheckpointReadOptions { OpaqueGlobals = new[] { "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" } };
+        using (var ms = new MemoryStream(zip))
+            Assert.Equal(new[] { "w" }, Checkpoint.LoadStateDict(ms, "lightning.ckpt", options).Keys);
+        using (var ms = new MemoryStream(zip))
+        {
+            var root = Assert.IsType<PickleDict>(PyTorchCheckpoint.Load(ms, "lightning.ckpt", options));
+            Assert.True(root.TryGetValue("callbacks", out var cb));
+            Assert.Equal("ModelCheckpoint", Assert.IsType<PickleObject>(cb).Class.Name);
+        }
+        // Opting in one name does not open any other.
+        var evil = new PickleBuilder().Proto(2).Global("os", "system").Str("id").Op(0x85).Reduce().Stop();
+        using (var ms = new MemoryStream(PtWriter.Zip("archive", evil.ToArray(), Array.Empty<(string, byte[])>())))
+            Assert.Throws<UnsafeCheckpointException>(() => PyTorchCheckpoint.Load(ms, "evil.pt", options));
+    }
+}
