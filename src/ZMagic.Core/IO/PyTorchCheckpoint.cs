@@ -167,13 +167,15 @@ public static class PyTorchCheckpoint
             string what = $"tensor on storage '{s.Key}'";
             if (r.Size.Length != r.Stride.Length) throw Bad($"{what}: size has {r.Size.Length} dimensions but stride {r.Stride.Length}.");
             if (r.Offset < 0) throw Bad($"{what}: negative storage offset {r.Offset}.");
-            long numel = 1, last = r.Offset;
+            if (r.Offset > s.NumElements) throw Bad($"{what}: storage offset {r.Offset} is past the storage's {s.NumElements} elements.");
+            long numel = 1, last = r.Offset, bound = 1;
             try
             {
                 for (int i = 0; i < r.Size.Length; i++)
                 {
                     if (r.Size[i] < 0 || r.Stride[i] < 0) throw Bad($"{what}: negative size or stride ([{string.Join(", ", r.Size)}] / [{string.Join(", ", r.Stride)}]).");
                     numel = checked(numel * r.Size[i]);
+                    bound = checked(bound * Math.Max(1, r.Size[i])); // libtorch also overflows on huge dims next to a zero
                     if (r.Size[i] > 0) last = checked(last + (r.Size[i] - 1) * r.Stride[i]);
                 }
             }

@@ -118,6 +118,8 @@ public class HostileCheckpointTests
         { "negative size", 4, 0, new long[] { -2 }, new long[] { 1 }, 16, "negative size" },
         { "negative stride", 4, 0, new long[] { 2 }, new long[] { -1 }, 16, "negative size or stride" },
         { "overflowing size", 4, 0, new long[] { long.MaxValue, 4 }, new long[] { 1, 1 }, 16, "overflows" },
+        { "huge dims beside a zero", 4, 0, new long[] { 0, 1L << 62, 1L << 62 }, new long[] { 1, 1, 1 }, 16, "overflows" },
+        { "empty view far past storage", 4, 1000, new long[] { 0 }, new long[] { 1 }, 16, "past the storage" },
         { "rank mismatch", 4, 0, new long[] { 2, 2 }, new long[] { 1 }, 16, "dimensions" },
     };
 
