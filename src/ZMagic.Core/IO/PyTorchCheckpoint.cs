@@ -183,6 +183,10 @@ public static class PyTorchCheckpoint
             {
                 throw Bad($"{what}: size [{string.Join(", ", r.Size)}] with stride [{string.Join(", ", r.Stride)}] overflows.");
             }
+            // Zero strides (expanded tensors) are legal, but the copy they materialise must stay bounded.
+            long limit = Math.Max(4 * s.NumElements, (64L << 20) / ElementSize(s.DType));
+            if (bound > limit)
+                throw Bad($"{what}: size [{string.Join(", ", r.Size)}] would materialise {bound} elements from a storage of {s.NumElements} (limit {limit}).");
             if (numel > 0 && last >= s.NumElements)
                 throw Bad($"{what}: size [{string.Join(", ", r.Size)}], stride [{string.Join(", ", r.Stride)}], offset {r.Offset} reads element {last}, past the storage's {s.NumElements} elements.");
         }

@@ -279,3 +279,19 @@ public class OpaqueGlobalTests
             Assert.Throws<UnsafeCheckpointException>(() => PyTorchCheckpoint.Load(ms, "evil.pt", options));
     }
 }
+
+public class ExpandedViewTests
+{
+    [Fact]
+    public void ZeroStrideViewsWithinTheLimitAreMaterialised()
+    {
+        var p = new PickleBuilder().Proto(2).EmptyDict().Str("e").TensorRef("FloatStorage", "0", 2, 0, new long[] { 3, 2 }, new long[] { 0, 1 }).SetItem().Stop();
+        var bytes = new byte[8];
+        BitConverter.GetBytes(4f).CopyTo(bytes, 0);
+        BitConverter.GetBytes(5f).CopyTo(bytes, 4);
+        using var ms = new MemoryStream(PtWriter.Zip("archive", p.ToArray(), new[] { ("0", bytes) }));
+        var t = Checkpoint.LoadStateDict(ms, "expanded.pt")["e"];
+        Assert.Equal(new long[] { 3, 2 }, t.shape);
+        Assert.Equal(new[] { 4f, 5f, 4f, 5f, 4f, 5f }, t.contiguous().data<float>().ToArray());
+    }
+}

@@ -194,6 +194,55 @@ public class FuzzTests
         Assert.Empty(failures);
     }
 
+    private static readonly long[] Dims = { 0, 1, 2, 3, 4, 7, 16, -1, 1L << 31, 1L << 32, 1L << 62, long.MaxValue, 1_000_000 };
+
+    private static Gen<long> Dim => Gen.Int[0, Dims.Length - 1].Select(i => Dims[i]);
+
+    [Fact]
+    [Trait("Category", "Fuzz")]
+    public void RandomSafetensorsHeadersOnlyThrowFormatErrors()
+    {
+        // Structure-aware: well-formed JSON with hostile dtypes, shapes and offsets, and a random-length data section.
+        string[] dtypes = { "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "U64", "F8_E4M3", "" };
+        var entry = Gen.Select(Gen.Int[0, dtypes.Length - 1], Dim.Array[0, 4], Dim, Dim);
+        var failures = new ConcurrentBag<string>();
+        long count = Iterations(400);
+        Gen.Select(entry.Array[0, 4], Gen.Int[0, 64]).Sample((entries, dataBytes) =>
+        {
+            var sb = new System.Text.StringBuilder("{");
+            for (int i = 0; i < entries.Length; i++)
+            {
+                var (dt, shape, begin, end) = entries[i];
+                if (i > 0) sb.Append(',');
+                sb.Append($"\"t{i % 3}\":{{\"dtype\":\"{dtypes[dt]}\",\"shape\":[{string.Join(",", shape)}],\"data_offsets\":[{Math.Abs(begin % 70)},{(end < 0 ? end : end % 80)}]}}");
+            }
+            sb.Append('}');
+            var data = SafeTensorsTests.Raw(sb.ToString(), dataBytes);
+            MustOnlyThrowFormatErrors(st => SafeTensors.Load(st, "fuzz-header.safetensors"), data, failures, "st-header");
+        }, iter: count, threads: 1);
+        _out.WriteLine($"safetensors headers: {count} inputs, {failures.Count} failures");
+        Assert.Empty(failures);
+    }
+
+    [Fact]
+    [Trait("Category", "Fuzz")]
+    public void RandomTensorViewsOnlyThrowFormatErrors()
+    {
+        // Structure-aware: _rebuild_tensor_v2 with hostile storage sizes, offsets, sizes, strides and record lengths.
+        string[] types = { "FloatStorage", "HalfStorage", "BFloat16Storage", "DoubleStorage", "LongStorage", "BoolStorage", "ByteStorage", "UntypedStorage" };
+        var failures = new ConcurrentBag<string>();
+        long count = Iterations(400);
+        Gen.Select(Gen.Int[0, types.Length - 1], Dim, Dim, Gen.Select(Dim, Dim).Array[0, 3], Gen.Int[0, 64]).Sample((type, numel, offset, dims, bytes) =>
+        {
+            var p = new PickleBuilder().Proto(2).EmptyDict().Str("w")
+                .TensorRef(types[type], "0", numel, offset, dims.Select(d => d.Item1).ToArray(), dims.Select(d => d.Item2).ToArray()).SetItem().Stop();
+            var data = PtWriter.Zip("archive", p.ToArray(), new[] { ("0", new byte[bytes]) });
+            MustOnlyThrowFormatErrors(st => Checkpoint.LoadStateDict(st, "fuzz-view.pt"), data, failures, "pt-view");
+        }, iter: count, threads: 1);
+        _out.WriteLine($"tensor views: {count} inputs, {failures.Count} failures");
+        Assert.Empty(failures);
+    }
+
     private static bool Dispose(object? o)
     {
         var refs = new List<Tensor>();

@@ -120,6 +120,7 @@ public class HostileCheckpointTests
         { "overflowing size", 4, 0, new long[] { long.MaxValue, 4 }, new long[] { 1, 1 }, 16, "overflows" },
         { "huge dims beside a zero", 4, 0, new long[] { 0, 1L << 62, 1L << 62 }, new long[] { 1, 1, 1 }, 16, "overflows" },
         { "empty view far past storage", 4, 1000, new long[] { 0 }, new long[] { 1 }, 16, "past the storage" },
+        { "zero-stride view of a terabyte", 1, 0, new long[] { 1L << 40 }, new long[] { 0 }, 16, "would materialise" },
         { "rank mismatch", 4, 0, new long[] { 2, 2 }, new long[] { 1 }, 16, "dimensions" },
     };
 
