@@ -4,7 +4,8 @@
 #
 # - restore (retried: the package registry can be flaky), then one build of the solution;
 # - each test project in its own `dotnet test` run with --blame-crash (a native abort inside libtorch names the test
-#   that died) and --blame-hang-timeout (a hung test is killed and named instead of stalling CI);
+#   that died; the mini dump, ~170 MB with libtorch loaded, lands under TestResults/) and --blame-hang-timeout
+#   (a hung test is killed and named instead of stalling CI; ZMAGIC_TEST_HANG_TIMEOUT, default 15m);
 # - a project whose test host crashed, hung or did not report counts as failed even when no single test failed;
 # - per-project wall time and the slowest tests are printed, so a slow suite cannot hide.
 # Exit status: 0 only when every project ran, no test failed and at least one test passed.
@@ -91,7 +92,7 @@ for proj in "${projects[@]}"; do
     p=$(counter "$trx" passed)
     f=$(( $(counter "$trx" failed) + $(counter "$trx" error) + $(counter "$trx" timeout) + $(counter "$trx" aborted) ))
     total=$(counter "$trx" total)
-    [ "$total" -eq 0 ] && note=" (no tests)"
+    [ "$total" -eq 0 ] && [ "$rc" -eq 0 ] && note=" (no tests)"
   else
     note=" (no results: test host did not report)"
   fi
@@ -112,6 +113,7 @@ printf '%s\n' "${summary[@]}"
 # The slowest tests over all projects (duration="hh:mm:ss.fffffff" in the trx files).
 slowest=$(find "$results" -name '*.trx' -print0 | xargs -0 -r cat | grep -o '<UnitTestResult [^>]*>' \
   | sed -n 's/.* testName="\([^"]*\)".* duration="\([0-9]*\):\([0-9]*\):\([0-9.]*\)".*/\2 \3 \4 \1/p' \
+  | sed 's/&quot;/"/g; s/&apos;/'"'"'/g; s/&lt;/</g; s/&gt;/>/g; s/&amp;/\&/g' \
   | awk '{ s = $1 * 3600 + $2 * 60 + $3; $1 = $2 = $3 = ""; sub(/^ +/, ""); printf "%9.2f s  %s\n", s, $0 }' \
   | sort -rn | head -n 8)
 if [ -n "$slowest" ]; then

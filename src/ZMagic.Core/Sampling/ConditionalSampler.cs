@@ -51,7 +51,10 @@ public sealed class ConditionalSampler
     /// <summary>Samples <see cref="SamplerOptions.BatchSize"/> images steered by <paramref name="conditions"/>.</summary>
     /// <param name="conditions">The conditions, in order (empty for unguided sampling); names must be unique.</param>
     /// <param name="options">The run's options.</param>
-    /// <param name="progress">Reported synchronously on the calling thread after every step (repeats included).</param>
+    /// <param name="progress">
+    /// <see cref="IProgress{T}.Report"/> is called on the sampling thread after every step (time-travel passes included);
+    /// <see cref="Progress{T}"/> then posts to its synchronisation context, so the callback may run later.
+    /// </param>
     /// <param name="cancellationToken">Checked before every step, so a cancelled run stops within one step.</param>
     /// <exception cref="ArgumentException">Invalid options (batch size, first item, dtype, timesteps, time travel,
     /// initial noise shape or values) or conditions (null, unnamed, duplicate names).</exception>

@@ -7,7 +7,10 @@ namespace ZMagic.Core.Sampling;
 /// <summary>Options of one sampling run.</summary>
 public sealed record SamplerOptions
 {
-    /// <summary>Number of sampler steps (uniform skip over the training timesteps). Ignored when <see cref="Timesteps"/> is set.</summary>
+    /// <summary>
+    /// Number of sampler steps, as FreeDoM's uniform skip over the training timesteps (<see cref="TimestepSpacing.Uniform"/>:
+    /// when it does not divide the training timesteps, a few more transitions run). Ignored when <see cref="Timesteps"/> is set.
+    /// </summary>
     public int Steps { get; init; } = 100;
 
     /// <summary>Explicit descending timesteps; overrides <see cref="Steps"/>.</summary>
