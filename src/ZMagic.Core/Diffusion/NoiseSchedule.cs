@@ -62,6 +62,10 @@ public sealed class NoiseSchedule
     /// <summary>
     /// The Stable Diffusion "scaled_linear" schedule: betas = linspace(sqrt(start), sqrt(end), T)^2.
     /// </summary>
+    /// <remarks>
+    /// Computed in float64. diffusers computes the same formula in float32 (its betas and cumulative products differ
+    /// from these by up to about 5e-7 relative).
+    /// </remarks>
     public static NoiseSchedule ScaledLinear(int trainSteps = 1000, double start = 0.00085, double end = 0.012)
     {
         ValidateCount(trainSteps);
