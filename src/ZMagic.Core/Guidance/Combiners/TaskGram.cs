@@ -25,7 +25,7 @@ internal static class TaskGram
                 throw new ArgumentException($"{combiner}: task gradient {i} has shape [{string.Join(", ", t.shape)}]; expected [{string.Join(", ", first.shape)}] like task 0.", nameof(tasks));
             if (t.dtype != first.dtype)
                 throw new ArgumentException($"{combiner}: task gradient {i} has dtype {t.dtype}; expected {first.dtype} like task 0.", nameof(tasks));
-            if (t.device != first.device)
+            if (t.device_type != first.device_type || t.device_index != first.device_index)
                 throw new ArgumentException($"{combiner}: task gradient {i} is on {t.device}; expected {first.device} like task 0.", nameof(tasks));
         }
         if (perChannel && first.dim() < 2)
