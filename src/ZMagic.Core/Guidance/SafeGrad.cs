@@ -69,7 +69,7 @@ internal static class SafeGrad
         var result = torch.autograd.grad(outputs.ToList(), new List<Tensor> { input },
             gradOutputs?.ToList(), retain_graph: retainGraph || createGraph, create_graph: createGraph, allow_unused: true);
         var grad = result[0];
-        if (grad is null || grad.Handle == IntPtr.Zero) return torch.zeros_like(input);
+        if (grad is null || grad.IsInvalid) return torch.zeros_like(input);
         return grad;
     }
 }
