@@ -73,7 +73,7 @@ public static class Golden
     }
 
     /// <summary>Absolute folders of every case of <paramref name="network"/> in every root.</summary>
-    public static IEnumerable<string> CaseDirectories(string network) => Cases(network).Select(row => Dir((string)row[0]));
+    public static IEnumerable<string> CaseDirectories(string network) => ((IEnumerable<object[]>)Cases(network)).Select(row => Dir((string)row[0]));
 
     /// <summary>A file of a case: <c>Dir(caseId)/name</c>.</summary>
     public static string File(string caseId, string name) => Path.Combine(Dir(caseId), name);
