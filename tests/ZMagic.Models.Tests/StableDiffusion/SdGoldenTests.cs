@@ -84,7 +84,7 @@ public class SdGoldenTests
     [MemberData(nameof(VaeCases))]
     public void VaeLoadsTheLegacyAttentionNamesThroughTheAliasTable(string caseDir)
     {
-        var legacyPath = Path.Combine(caseDir, "weights_legacy_names.safetensors");
+        var legacyPath = Golden.File(caseDir, "weights_legacy_names.safetensors");
         Assert.True(File.Exists(legacyPath), $"{legacyPath} is missing");
         var c = Golden.CaseJson(caseDir);
         using var vae = new AutoencoderKL(AutoencoderKLConfig.FromJson(c.GetProperty("constructor"), caseDir));
