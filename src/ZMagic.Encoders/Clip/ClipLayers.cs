@@ -32,13 +32,13 @@ public sealed class ClipAttention : Module<Tensor, Tensor?, Tensor>
     private readonly Linear out_proj;
 
     /// <summary>Creates attention of <paramref name="width"/> channels and <paramref name="heads"/> heads.</summary>
-    public ClipAttention(int width, int heads) : base(nameof(ClipAttention))
+    public ClipAttention(int width, int heads, Device? device = null) : base(nameof(ClipAttention))
     {
         _heads = heads;
         _width = width;
-        in_proj_weight = new Parameter(torch.empty(3 * width, width));
-        in_proj_bias = new Parameter(torch.zeros(3 * width));
-        out_proj = Linear(width, width);
+        in_proj_weight = new Parameter(torch.empty(3 * width, width, device: device));
+        in_proj_bias = new Parameter(torch.zeros(3 * width, device: device));
+        out_proj = Linear(width, width, device: device);
         using (torch.no_grad())
         {
             init.xavier_uniform_(in_proj_weight);
@@ -73,11 +73,11 @@ public sealed class ClipMlp : Module<Tensor, Tensor>
     private readonly Linear c_proj;
 
     /// <summary>Creates the MLP.</summary>
-    public ClipMlp(int width) : base(nameof(ClipMlp))
+    public ClipMlp(int width, Device? device = null) : base(nameof(ClipMlp))
     {
-        c_fc = Linear(width, 4 * width);
+        c_fc = Linear(width, 4 * width, device: device);
         gelu = new QuickGELU();
-        c_proj = Linear(4 * width, width);
+        c_proj = Linear(4 * width, width, device: device);
         RegisterComponents();
     }
 
@@ -94,12 +94,12 @@ public sealed class ResidualAttentionBlock : Module<Tensor, Tensor?, Tensor>
     private readonly LayerNorm ln_2;
 
     /// <summary>Creates a block.</summary>
-    public ResidualAttentionBlock(int width, int heads) : base(nameof(ResidualAttentionBlock))
+    public ResidualAttentionBlock(int width, int heads, Device? device = null) : base(nameof(ResidualAttentionBlock))
     {
-        attn = new ClipAttention(width, heads);
-        ln_1 = LayerNorm(width, 1e-5);
-        mlp = new ClipMlp(width);
-        ln_2 = LayerNorm(width, 1e-5);
+        attn = new ClipAttention(width, heads, device);
+        ln_1 = LayerNorm(width, 1e-5, device: device);
+        mlp = new ClipMlp(width, device);
+        ln_2 = LayerNorm(width, 1e-5, device: device);
         RegisterComponents();
     }
 
@@ -117,10 +117,10 @@ public sealed class ClipTransformer : Module<Tensor, Tensor?, Tensor>
     private readonly ModuleList<ResidualAttentionBlock> resblocks;
 
     /// <summary>Creates <paramref name="layers"/> blocks.</summary>
-    public ClipTransformer(int width, int layers, int heads) : base(nameof(ClipTransformer))
+    public ClipTransformer(int width, int layers, int heads, Device? device = null) : base(nameof(ClipTransformer))
     {
         resblocks = new ModuleList<ResidualAttentionBlock>();
-        for (int i = 0; i < layers; i++) resblocks.Add(new ResidualAttentionBlock(width, heads));
+        for (int i = 0; i < layers; i++) resblocks.Add(new ResidualAttentionBlock(width, heads, device));
         RegisterComponents();
     }
 
@@ -159,19 +159,19 @@ public sealed class ClipVisionTransformer : Module<Tensor, Tensor>
     private readonly Parameter proj;
 
     /// <summary>Creates the image tower.</summary>
-    public ClipVisionTransformer(int inputResolution, int patchSize, int width, int layers, int heads, int outputDim)
+    public ClipVisionTransformer(int inputResolution, int patchSize, int width, int layers, int heads, int outputDim, Device? device = null)
         : base(nameof(ClipVisionTransformer))
     {
         _resolution = inputResolution;
         int grid = inputResolution / patchSize;
         double scale = Math.Pow(width, -0.5);
-        conv1 = Conv2d(3, width, kernel_size: patchSize, stride: patchSize, bias: false);
-        class_embedding = new Parameter(torch.randn(width) * scale);
-        positional_embedding = new Parameter(torch.randn(grid * grid + 1, width) * scale);
-        ln_pre = LayerNorm(width, 1e-5);
-        transformer = new ClipTransformer(width, layers, heads);
-        ln_post = LayerNorm(width, 1e-5);
-        proj = new Parameter(torch.randn(width, outputDim) * scale);
+        conv1 = Conv2d(3, width, kernel_size: patchSize, stride: patchSize, bias: false, device: device);
+        class_embedding = new Parameter(torch.randn(width, device: device) * scale);
+        positional_embedding = new Parameter(torch.randn(grid * grid + 1, width, device: device) * scale);
+        ln_pre = LayerNorm(width, 1e-5, device: device);
+        transformer = new ClipTransformer(width, layers, heads, device);
+        ln_post = LayerNorm(width, 1e-5, device: device);
+        proj = new Parameter(torch.randn(width, outputDim, device: device) * scale);
         RegisterComponents();
     }
 

@@ -35,19 +35,21 @@ public sealed class ClipModel : Module<Tensor, Tensor, (Tensor LogitsPerImage, T
     private readonly Parameter logit_scale;
 
     /// <summary>Creates a randomly initialised model of <paramref name="config"/> (load weights afterwards).</summary>
-    public ClipModel(ClipConfig config) : base("CLIP")
+    /// <param name="config">The sizes.</param>
+    /// <param name="device">Where the parameters are allocated (CPU by default; <c>meta</c> to inspect keys without memory).</param>
+    public ClipModel(ClipConfig config, Device? device = null) : base("CLIP")
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         Config = config;
         visual = new ClipVisionTransformer(config.ImageResolution, config.VisionPatchSize, config.VisionWidth, config.VisionLayers,
-            config.VisionHeads, config.EmbedDim);
-        transformer = new ClipTransformer(config.TransformerWidth, config.TransformerLayers, config.TransformerHeads);
-        token_embedding = Embedding(config.VocabSize, config.TransformerWidth);
-        positional_embedding = new Parameter(torch.randn(config.ContextLength, config.TransformerWidth) * 0.01);
-        ln_final = LayerNorm(config.TransformerWidth, 1e-5);
-        text_projection = new Parameter(torch.randn(config.TransformerWidth, config.EmbedDim) * Math.Pow(config.TransformerWidth, -0.5));
-        logit_scale = new Parameter(torch.tensor((float)Math.Log(1 / 0.07)));
+            config.VisionHeads, config.EmbedDim, device);
+        transformer = new ClipTransformer(config.TransformerWidth, config.TransformerLayers, config.TransformerHeads, device);
+        token_embedding = Embedding(config.VocabSize, config.TransformerWidth, device: device);
+        positional_embedding = new Parameter(torch.randn(config.ContextLength, config.TransformerWidth, device: device) * 0.01);
+        ln_final = LayerNorm(config.TransformerWidth, 1e-5, device: device);
+        text_projection = new Parameter(torch.randn(config.TransformerWidth, config.EmbedDim, device: device) * Math.Pow(config.TransformerWidth, -0.5));
+        logit_scale = new Parameter(torch.tensor((float)Math.Log(1 / 0.07), device: device));
         RegisterComponents();
         eval();
     }
@@ -134,19 +136,22 @@ public sealed class ClipTextModel : Module<Tensor, Tensor>
     private readonly Parameter? text_projection;
 
     /// <summary>Creates the text tower of <paramref name="config"/>; with <paramref name="withProjection"/> it has <c>text_projection</c>.</summary>
-    public ClipTextModel(ClipConfig config, bool withProjection = true) : base("CLIPText")
+    /// <param name="config">The sizes.</param>
+    /// <param name="withProjection">Whether the tower has <c>text_projection</c>.</param>
+    /// <param name="device">Where the parameters are allocated.</param>
+    public ClipTextModel(ClipConfig config, bool withProjection = true, Device? device = null) : base("CLIPText")
     {
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         Config = config;
         _context = config.ContextLength;
         _vocab = config.VocabSize;
-        transformer = new ClipTransformer(config.TransformerWidth, config.TransformerLayers, config.TransformerHeads);
-        token_embedding = Embedding(config.VocabSize, config.TransformerWidth);
-        positional_embedding = new Parameter(torch.randn(config.ContextLength, config.TransformerWidth) * 0.01);
-        ln_final = LayerNorm(config.TransformerWidth, 1e-5);
+        transformer = new ClipTransformer(config.TransformerWidth, config.TransformerLayers, config.TransformerHeads, device);
+        token_embedding = Embedding(config.VocabSize, config.TransformerWidth, device: device);
+        positional_embedding = new Parameter(torch.randn(config.ContextLength, config.TransformerWidth, device: device) * 0.01);
+        ln_final = LayerNorm(config.TransformerWidth, 1e-5, device: device);
         if (withProjection)
-            text_projection = new Parameter(torch.randn(config.TransformerWidth, config.EmbedDim) * Math.Pow(config.TransformerWidth, -0.5));
+            text_projection = new Parameter(torch.randn(config.TransformerWidth, config.EmbedDim, device: device) * Math.Pow(config.TransformerWidth, -0.5));
         RegisterComponents();
         eval();
     }
