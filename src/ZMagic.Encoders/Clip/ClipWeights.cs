@@ -98,7 +98,7 @@ public static partial class ClipWeights
     }
 
     /// <summary>Loads a state dict (either layout) into <paramref name="model"/>, strictly, naming every bad key.</summary>
-    /// <exception cref="ZMagic.Core.IO.CheckpointFormatException">Missing, unexpected or mis-shaped keys.</exception>
+    /// <exception cref="ZMagic.Core.IO.StateDictMismatchException">Missing, unexpected or mis-shaped keys.</exception>
     public static void Load(ClipModel model, IReadOnlyDictionary<string, Tensor> dict, string source = "state dict")
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -109,13 +109,13 @@ public static partial class ClipWeights
     /// Loads a text tower from a full CLIP or a text-only state dict (either layout). The image tower's keys
     /// (<c>visual.*</c>), the logit scale and, for a model without projection, <c>text_projection</c> are ignored.
     /// </summary>
-    /// <exception cref="ZMagic.Core.IO.CheckpointFormatException">Text keys are missing or mis-shaped (e.g. a vision-only file).</exception>
+    /// <exception cref="ZMagic.Core.IO.StateDictMismatchException">Text keys are missing or mis-shaped (e.g. a vision-only file).</exception>
     public static void Load(ClipTextModel model, IReadOnlyDictionary<string, Tensor> dict, string source = "state dict")
     {
         ArgumentNullException.ThrowIfNull(model);
         bool hasProjection = model.state_dict().ContainsKey("text_projection");
-        WeightLoading.Load(model, ToOpenAI(dict), source,
-            k => k.StartsWith("visual.", StringComparison.Ordinal) || k == "logit_scale" || (!hasProjection && k == "text_projection"));
+        var ignore = hasProjection ? new[] { "visual.*", "logit_scale" } : new[] { "visual.*", "logit_scale", "text_projection" };
+        WeightLoading.Load(model, ToOpenAI(dict), source, ignore);
     }
 
     /// <summary>

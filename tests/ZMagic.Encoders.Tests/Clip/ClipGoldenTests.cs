@@ -15,7 +15,7 @@ public class ClipGoldenTests
     {
         var config = ClipConfig.FromConstructorJson(Golden.CaseJson(caseDir).GetProperty("constructor"));
         var model = new ClipModel(config);
-        var sd = Golden.Load(caseDir, weightsFile);
+        var sd = ZMagic.Core.IO.Checkpoint.LoadStateDict(Path.Combine(caseDir, weightsFile));
         ClipWeights.Load(model, sd, Path.Combine(caseDir, weightsFile));
         foreach (var t in sd.Values) t.Dispose();
         return model;
@@ -89,6 +89,23 @@ public class ClipGoldenTests
         var g = tol.GetProperty("grad");
         TensorAssert.Close(grad, outputs["freedom/grad_loss_wrt_x0"], g.GetProperty("abs").GetDouble(), 0, "freedom/grad (abs)");
         TensorAssert.RelL2(grad, outputs["freedom/grad_loss_wrt_x0"], g.GetProperty("rel_l2").GetDouble(), "freedom/grad (rel L2)");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Pytorch_weights_file_gives_the_same_outputs(string caseDir)
+    {
+        if (!File.Exists(Path.Combine(caseDir, "weights.pt"))) Assert.Fail($"{caseDir} has no weights.pt (every clip case ships one).");
+        using var scope = torch.NewDisposeScope();
+        using var model = LoadCase(caseDir, "weights.pt");
+        var (abs, rel) = Tol(Golden.CaseJson(caseDir).GetProperty("tolerance"));
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        using var _ = torch.no_grad();
+        TensorAssert.Close(model.EncodeImage(inputs["image"]), outputs["encode_image"], abs, rel, "encode_image (weights.pt)");
+        TensorAssert.Close(model.EncodeText(inputs["text_tokens"]), outputs["encode_text"], abs, rel, "encode_text (weights.pt)");
+        using var viaFile = ClipWeights.LoadModel(Path.Combine(caseDir, "weights.pt"), model.Config);
+        TensorAssert.Close(viaFile.EncodeImage(inputs["image"]), outputs["encode_image"], abs, rel, "encode_image (LoadModel weights.pt)");
     }
 
     [Theory]

@@ -104,9 +104,9 @@ public class ClipModelTests
         var hfVisionOnly = ClipHfLayout.ToHuggingFace(sd).Where(kv => kv.Key.StartsWith("vision_model.") || kv.Key == "visual_projection.weight")
             .ToDictionary(kv => kv.Key, kv => kv.Value);
         using var text = new ClipTextModel(config);
-        var ex = Assert.Throws<CheckpointFormatException>(() => ClipWeights.Load(text, hfVisionOnly, "vision.safetensors"));
+        var ex = Assert.Throws<StateDictMismatchException>(() => ClipWeights.Load(text, hfVisionOnly, "vision.safetensors"));
         Assert.Contains("vision.safetensors", ex.Message);
-        Assert.Contains("missing", ex.Message);
+        Assert.Contains("missing keys", ex.Message);
         Assert.Contains("token_embedding.weight", ex.Message);
         Assert.Contains("ln_final.weight", ex.Message);
     }
@@ -121,10 +121,10 @@ public class ClipModelTests
         sd["visual.ln_pre.weight"] = torch.ones(3);
         sd["bogus.key"] = torch.ones(1);
         using var model = new ClipModel(config);
-        var ex = Assert.Throws<CheckpointFormatException>(() => ClipWeights.Load(model, sd, "bad.safetensors"));
-        Assert.Contains("1 missing: visual.proj", ex.Message);
-        Assert.Contains("1 unexpected: bogus.key", ex.Message);
-        Assert.Contains("visual.ln_pre.weight: expected [64], file has [3]", ex.Message);
+        var ex = Assert.Throws<StateDictMismatchException>(() => ClipWeights.Load(model, sd, "bad.safetensors"));
+        Assert.Contains("missing keys (1):\n    visual.proj", ex.Message);
+        Assert.Contains("unexpected keys (1):\n    bogus.key", ex.Message);
+        Assert.Contains("visual.ln_pre.weight: expected [64], checkpoint has [3]", ex.Message);
     }
 
     [Fact]
