@@ -56,6 +56,16 @@ public class SdGoldenTests
     }
 
     [Theory]
+    [MemberData(nameof(UnetCases))]
+    public void UNetLoadsFromPyTorchZipCheckpointToo(string caseDir)
+    {
+        var fromPt = Checkpoint.LoadStateDict(Golden.File(caseDir, "weights.pt"));
+        var fromSt = Golden.Load(caseDir, "weights.safetensors");
+        Assert.Equal(fromSt.Keys.OrderBy(k => k, StringComparer.Ordinal), fromPt.Keys.OrderBy(k => k, StringComparer.Ordinal));
+        foreach (var (k, v) in fromSt) Assert.True(v.eq(fromPt[k]).all().item<bool>(), $"{k} differs between weights.pt and weights.safetensors");
+    }
+
+    [Theory]
     [MemberData(nameof(VaeCases))]
     public void VaeMatchesDiffusers(string caseDir)
     {
