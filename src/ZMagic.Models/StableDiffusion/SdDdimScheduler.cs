@@ -71,7 +71,7 @@ public sealed class SdDdimScheduler : IDisposable
         AlphasCumprod = (1 - Betas).cumprod(0).MoveToOuterDisposeScope();
         FinalAlphaCumprod = config.SetAlphaToOne ? 1.0f : AlphasCumprod[0].item<float>();
         _abar = AlphasCumprod.data<float>().ToArray();
-        Schedule = new NoiseSchedule(Betas.data<float>().Select(b => (double)b).ToArray());
+        Schedule = new NoiseSchedule(Betas.data<float>().Select(b => (double)b).ToArray()) { FinalAlphaBar = FinalAlphaCumprod };
     }
 
     private readonly float[] _abar;
@@ -103,7 +103,7 @@ public sealed class SdDdimScheduler : IDisposable
     /// <summary>abar used past the last timestep (abar_0 in SD 1.x since set_alpha_to_one is false).</summary>
     public float FinalAlphaCumprod { get; }
 
-    /// <summary>The same betas as a core <see cref="NoiseSchedule"/> (float64).</summary>
+    /// <summary>The same betas as a core <see cref="NoiseSchedule"/> (float64), with SD's final abar.</summary>
     public NoiseSchedule Schedule { get; }
 
     /// <summary>"leading" timesteps for <paramref name="steps"/> inference steps: (arange(n) * (T / n))[::-1] + offset.</summary>
