@@ -101,12 +101,25 @@ public sealed class TfFullyConnected : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>What every face-api network offers, whatever its output type.</summary>
+public interface IFaceApiNetwork
+{
+    /// <summary>The file name stem of the net's weights in the package's model/ folder.</summary>
+    string ModelName { get; }
+
+    /// <summary>The square input side the net expects.</summary>
+    long InputSize { get; }
+
+    /// <summary>Loads the net's weights from the package's model/ folder (strict).</summary>
+    void LoadWeights(string modelDirectory);
+}
+
 /// <summary>
 /// A tfjs weights manifest turned into a TorchSharp module: parameter keys are the manifest names with '/' replaced by
 /// '.', conv filters permuted from HWIO to OIHW.
 /// </summary>
 /// <typeparam name="TOutput">What the forward pass returns.</typeparam>
-public abstract class FaceApiNetwork<TOutput> : nn.Module<Tensor, TOutput>
+public abstract class FaceApiNetwork<TOutput> : nn.Module<Tensor, TOutput>, IFaceApiNetwork
 {
     /// <summary>Creates the module.</summary>
     protected FaceApiNetwork(string name) : base(name) { }
