@@ -191,3 +191,13 @@ public sealed class AgeGenderNet : FaceApiNetwork<AgeGenderOutput>
         public override Tensor forward(Tensor x) => throw new NotSupportedException("use Heads");
     }
 }
+
+/// <summary>The AgeGenderNet's gender classes, in the order of its outputs.</summary>
+public enum FaceGender
+{
+    /// <summary>Male (output index 0).</summary>
+    Male = 0,
+
+    /// <summary>Female (output index 1).</summary>
+    Female = 1,
+}
