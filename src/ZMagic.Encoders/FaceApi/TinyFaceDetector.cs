@@ -81,7 +81,6 @@ public sealed class TinyFaceDetector : FaceApiNetwork<Tensor>
     private readonly TfConv2d conv0;
     private readonly TfSeparableConv2d conv1, conv2, conv3, conv4, conv5;
     private readonly TfConv2d conv8;
-    private long _inputSize = 416;
 
     /// <summary>Creates the net (zero weights until loaded).</summary>
     public TinyFaceDetector() : base(nameof(TinyFaceDetector))
@@ -99,8 +98,8 @@ public sealed class TinyFaceDetector : FaceApiNetwork<Tensor>
     /// <inheritdoc />
     public override string ModelName => "tiny_face_detector_model";
 
-    /// <summary>The input side used by <see cref="forward"/> checks; any multiple of 32 works (the package uses 416 by default).</summary>
-    public override long InputSize => _inputSize;
+    /// <summary>The package's default input side (416); <see cref="forward"/> accepts any multiple of 32.</summary>
+    public override long InputSize => 416;
 
     /// <summary>
     /// The raw output [B, 25, S, S] (NCHW; per cell 5 anchors x (tx, ty, tw, th, score)) of a preprocessed input
@@ -221,7 +220,6 @@ public sealed class TinyFaceDetector : FaceApiNetwork<Tensor>
         Tensor raw;
         using (no_grad())
         {
-            _inputSize = inputSize;
             var input = TfOps.ToNetInput(img.detach(), inputSize, false, FaceApiMeans.TinyFaceDetector);
             raw = forward(input);
         }
