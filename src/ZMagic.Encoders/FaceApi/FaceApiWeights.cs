@@ -144,7 +144,8 @@ public static class FaceApiWeights
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { "pack", $"{PackageName}@{Version}", "--json", "--pack-destination", cache }) psi.ArgumentList.Add(a);
+        // The tarball lands in the working directory (every npm version); no registry address is given: npm uses the user's.
+        foreach (var a in new[] { "pack", $"{PackageName}@{Version}", "--json" }) psi.ArgumentList.Add(a);
         Process? p;
         try
         {
@@ -159,10 +160,15 @@ public static class FaceApiWeights
         {
             var stdout = p.StandardOutput.ReadToEndAsync(ct);
             var stderr = p.StandardError.ReadToEndAsync(ct);
-            if (!p.WaitForExit(TimeSpan.FromMinutes(10)))
+            var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(10);
+            while (!p.WaitForExit(200))
             {
-                p.Kill(entireProcessTree: true);
-                throw new FaceApiWeightsException($"'{npm} pack {PackageName}@{Version}' did not finish within 10 minutes.");
+                if (ct.IsCancellationRequested || DateTime.UtcNow > deadline)
+                {
+                    p.Kill(entireProcessTree: true);
+                    ct.ThrowIfCancellationRequested();
+                    throw new FaceApiWeightsException($"'{npm} pack {PackageName}@{Version}' did not finish within 10 minutes.");
+                }
             }
             p.WaitForExit();
             string err = stderr.GetAwaiter().GetResult(), outp = stdout.GetAwaiter().GetResult();

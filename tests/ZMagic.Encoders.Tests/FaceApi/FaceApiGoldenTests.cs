@@ -13,7 +13,7 @@ namespace ZMagic.Encoders.Tests.FaceApi;
 [Collection(FaceApiCollection.Name)]
 [Trait("Category", "Golden")]
 [Trait("Category", "Slow")]
-public sealed class FaceApiGoldenTests(FaceApiFixture nets)
+public sealed class FaceApiGoldenTests(FaceApiFixture nets, Xunit.Abstractions.ITestOutputHelper log)
 {
     private static readonly float[] NoMean = { 0f, 0f, 0f };
 
@@ -125,7 +125,7 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets)
             {
                 string name = o.GetString()!;
                 Assert.True(got.ContainsKey(name), $"{caseDir}: output {name} of {net} not computed");
-                CompareOutput(json, name, got[name], outputs[name], caseDir);
+                CompareOutput(json, name, got[name], outputs[name], caseDir, log);
             }
         }
     }
@@ -164,7 +164,7 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets)
         }
         Tensor raw;
         using (no_grad()) raw = nets.Detector.forward(input);
-        CompareOutput(json, "raw", raw.permute(0, 2, 3, 1), outputs["raw"], caseDir);
+        CompareOutput(json, "raw", raw.permute(0, 2, 3, 1), outputs["raw"], caseDir, log);
 
         var (rw, rh) = TinyFaceDetector.ReshapedDimensions(imgW, imgH, size);
         var tags = outputs.Keys.Where(k => k.StartsWith("th", StringComparison.Ordinal)).Select(k => k[..k.IndexOf('/')]).Distinct().ToList();
@@ -189,13 +189,15 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets)
             foreach (var (name, value) in got)
             {
                 Assert.True(outputs.ContainsKey(name), $"{caseDir}: no stored {name}");
-                CompareOutput(json, name, value, outputs[name], caseDir);
+                CompareOutput(json, name, value, outputs[name], caseDir, log);
             }
         }
     }
 
-    internal static void CompareOutput(JsonElement caseJson, string name, Tensor actual, Tensor expected, string caseDir)
+    internal static void CompareOutput(JsonElement caseJson, string name, Tensor actual, Tensor expected, string caseDir, Xunit.Abstractions.ITestOutputHelper? log = null)
     {
+        if (actual.numel() == expected.numel() && actual.numel() > 0)
+            log?.WriteLine($"{name}: max |diff| {(actual.reshape(expected.shape).to(ScalarType.Float64) - expected.to(ScalarType.Float64)).abs().max().item<double>():E2}");
         string what = $"{Path.GetFileName(caseDir)}: {name}";
         JsonElement tol = caseJson.GetProperty("tolerance");
         if (caseJson.TryGetProperty("tolerance_per_output", out var per) && per.TryGetProperty(name, out var t)) tol = t;
