@@ -1,4 +1,5 @@
 using Xunit.Abstractions;
+using TorchSharp;
 using ZMagic.Core.Guidance;
 using ZMagic.Encoders.FaceApi;
 using ZMagic.Guidance.FaceAttributes;
@@ -109,6 +110,30 @@ public sealed class FaceAttributeConditionTests(FaceAttributesFixture f, ITestOu
         Assert.Equal(new long[] { 2 }, both.shape);
         Assert.Equal(c.Energy(a).item<float>(), both[0].item<float>(), 3);
         Assert.Equal(c.Energy(b).item<float>(), both[1].item<float>(), 3);
+    }
+
+    [Fact]
+    public void Energy_AndGradient_LeakNoTensors()
+    {
+        var conditions = new IGuidanceCondition[]
+        {
+            new TargetAgeCondition(f.AgeGender, f.Box, 40),
+            new TargetGenderCondition(f.AgeGender, f.Box, FaceGender.Male),
+            new TargetExpressionCondition(f.Expression, f.Box, FaceExpression.Sad),
+        };
+        var x = Noisy(5);
+        // Warm-up (lazy allocations), then count live tensors across energy + gradient inside a scope.
+        Descend(conditions[0], x, 1, 0.01f);
+        DisposeScopeManager.Statistics.Reset();
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        foreach (var c in conditions)
+        {
+            using var scope = NewDisposeScope();
+            var leaf = x.detach().requires_grad_(true);
+            var e = c.Energy(leaf).sum();
+            autograd.grad(new[] { e }, new[] { leaf }, retain_graph: false);
+        }
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 
     [Fact]
