@@ -94,7 +94,8 @@ for proj in "${projects[@]}"; do
     total=$(counter "$trx" total)
     [ "$total" -eq 0 ] && [ "$rc" -eq 0 ] && note=" (no tests)"
   else
-    note=" (no results: test host did not report)"
+    f=1
+    note=" (no results: the test host did not report; counted as 1 failed)"
   fi
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     # Crash, hang, abort or a run-level error: no single test is marked failed, so count the project.
