@@ -15,7 +15,7 @@ public class SamplerStepTests
     {
         var json = Golden.CaseJson(dir);
         return json.TryGetProperty("sampler", out var sampler) && sampler.ValueKind == System.Text.Json.JsonValueKind.Object
-            && sampler.TryGetProperty("timestep_i", out _) && File.Exists(Path.Combine(dir, "inputs.safetensors"));
+            && sampler.TryGetProperty("timestep_i", out _) && File.Exists(Golden.File(dir, "inputs.safetensors"));
     }
 
     /// <summary>
