@@ -11,8 +11,8 @@ public class CheckpointTests
     {
         var data = new TheoryData<string>();
         foreach (var net in new[] { "guided_unet", "clip" })
-            foreach (var dir in Golden.CaseDirectories(net))
-                if (File.Exists(Path.Combine(dir, "weights.pt")) && File.Exists(Path.Combine(dir, "weights.safetensors"))) data.Add(dir);
+            foreach (object[] row in Golden.Cases(net))
+                if (row[0] is string id && File.Exists(Golden.File(id, "weights.pt")) && File.Exists(Golden.File(id, "weights.safetensors"))) data.Add(id);
         if (data.Count == 0) throw new InvalidOperationException("no golden cases with weights.pt");
         return data;
     }
@@ -22,8 +22,8 @@ public class CheckpointTests
     [Trait("Category", "Golden")]
     public void GoldenPtMatchesSafetensorsBitForBit(string caseDir)
     {
-        var pt = Checkpoint.LoadStateDict(Path.Combine(caseDir, "weights.pt"));
-        var st = Checkpoint.LoadStateDict(Path.Combine(caseDir, "weights.safetensors"));
+        var pt = Checkpoint.LoadStateDict(Golden.File(caseDir, "weights.pt"));
+        var st = Checkpoint.LoadStateDict(Golden.File(caseDir, "weights.safetensors"));
         Assert.Equal(st.Keys.OrderBy(k => k, StringComparer.Ordinal), pt.Keys.OrderBy(k => k, StringComparer.Ordinal));
         foreach (var (k, t) in st)
         {
@@ -32,8 +32,8 @@ public class CheckpointTests
             Assert.Equal(t.shape, p.shape);
             Assert.True(t.contiguous().bytes.SequenceEqual(p.contiguous().bytes), $"{k} differs");
         }
-        Assert.Equal(CheckpointFileFormat.PyTorchZip, Checkpoint.DetectFormat(Path.Combine(caseDir, "weights.pt")));
-        Assert.Equal(CheckpointFileFormat.SafeTensors, Checkpoint.DetectFormat(Path.Combine(caseDir, "weights.safetensors")));
+        Assert.Equal(CheckpointFileFormat.PyTorchZip, Checkpoint.DetectFormat(Golden.File(caseDir, "weights.pt")));
+        Assert.Equal(CheckpointFileFormat.SafeTensors, Checkpoint.DetectFormat(Golden.File(caseDir, "weights.safetensors")));
     }
 
     [Theory]
@@ -41,7 +41,7 @@ public class CheckpointTests
     [Trait("Category", "Golden")]
     public void GoldenPtLoadsAsObjectGraph(string caseDir)
     {
-        var root = PyTorchCheckpoint.Load(Path.Combine(caseDir, "weights.pt"));
+        var root = PyTorchCheckpoint.Load(Golden.File(caseDir, "weights.pt"));
         var d = Assert.IsType<PickleDict>(root);
         Assert.True(d.Count > 10);
         Assert.All(d.Items, kv => Assert.IsType<Tensor>(kv.Value));
