@@ -24,7 +24,7 @@ public class ConditionTests
         return model;
     }
 
-    private static readonly Lazy<VggFeatures> SmallVgg = new(() =>
+    internal static readonly Lazy<VggFeatures> FormulaVgg16 = new(() =>
     {
         var vgg = new VggFeatures(VggKind.Vgg16);
         FormulaWeights.Apply(vgg);
@@ -130,11 +130,11 @@ public class ConditionTests
         torch.manual_seed(7);
         var x0 = torch.rand(1, 3, 32, 32) * 2 - 1;
         var reference = torch.rand(1, 3, 32, 32) * 2 - 1;
-        var style = StyleCondition.Vgg(SmallVgg.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu1_1", "relu2_1", "relu3_1" } });
+        var style = StyleCondition.Vgg(FormulaVgg16.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu1_1", "relu2_1", "relu3_1" } });
         AssertDecreasing(Descend(style, x0, 4, 0.5), "vgg style");
-        var content = new ContentCondition(SmallVgg.Value, reference);
+        var content = new ContentCondition(FormulaVgg16.Value, reference);
         AssertDecreasing(Descend(content, x0, 4, 0.5), "vgg content");
-        var contentPos = new ContentCondition(SmallVgg.Value, reference, new ContentConditionOptions { Normalization = ContentNormalization.PerPosition, Layer = "relu3_1" });
+        var contentPos = new ContentCondition(FormulaVgg16.Value, reference, new ContentConditionOptions { Normalization = ContentNormalization.PerPosition, Layer = "relu3_1" });
         AssertDecreasing(Descend(contentPos, x0, 4, 0.5), "vgg content per position");
     }
 
@@ -144,9 +144,9 @@ public class ConditionTests
         using var scope = torch.NewDisposeScope();
         torch.manual_seed(3);
         var reference = torch.rand(1, 3, 32, 32) * 2 - 1;
-        var style = StyleCondition.Vgg(SmallVgg.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu2_1" } });
+        var style = StyleCondition.Vgg(FormulaVgg16.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu2_1" } });
         using var _ = torch.no_grad();
-        var act = SmallVgg.Value.Extract(VggFeatures.NormalizeSignedUnit(reference), new[] { "relu2_1" })["relu2_1"];
+        var act = FormulaVgg16.Value.Extract(VggFeatures.NormalizeSignedUnit(reference), new[] { "relu2_1" })["relu2_1"];
         TensorAssert.Close(style.ReferenceGrams[0], VggFeatures.Gram(act), 0, 0, "reference gram");
         Assert.True(style.Energy(reference).item<float>() < 1e-6);
     }
@@ -156,17 +156,17 @@ public class ConditionTests
     {
         using var scope = torch.NewDisposeScope();
         var reference = torch.zeros(1, 3, 32, 32);
-        var content = new ContentCondition(SmallVgg.Value, reference);
+        var content = new ContentCondition(FormulaVgg16.Value, reference);
         var ex = Assert.Throws<ArgumentException>(() => content.Energy(torch.zeros(1, 3, 48, 48)));
         Assert.Contains("48x48", ex.Message);
         Assert.Contains("32x32", ex.Message);
-        var resized = new ContentCondition(SmallVgg.Value, reference, new ContentConditionOptions { Resolution = 32 });
+        var resized = new ContentCondition(FormulaVgg16.Value, reference, new ContentConditionOptions { Resolution = 32 });
         Assert.Equal(new long[] { 2 }, resized.Energy(torch.zeros(2, 3, 48, 48)).shape);
         Assert.Throws<ArgumentException>(() => content.Energy(torch.zeros(1, 1, 32, 32)));
-        Assert.Throws<ArgumentException>(() => new ContentCondition(SmallVgg.Value, reference, new ContentConditionOptions { Layer = "relu9_9" }));
-        var two = new ContentCondition(SmallVgg.Value, torch.zeros(2, 3, 32, 32));
+        Assert.Throws<ArgumentException>(() => new ContentCondition(FormulaVgg16.Value, reference, new ContentConditionOptions { Layer = "relu9_9" }));
+        var two = new ContentCondition(FormulaVgg16.Value, torch.zeros(2, 3, 32, 32));
         Assert.Throws<ArgumentException>(() => two.Energy(torch.zeros(3, 3, 32, 32)));
-        Assert.Throws<ArgumentException>(() => StyleCondition.Vgg(SmallVgg.Value, reference,
+        Assert.Throws<ArgumentException>(() => StyleCondition.Vgg(FormulaVgg16.Value, reference,
             new StyleConditionOptions { VggLayers = new[] { "relu1_1" }, VggLayerWeights = new[] { 1.0, 2.0 } }));
     }
 }
