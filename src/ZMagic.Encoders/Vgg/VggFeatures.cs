@@ -89,6 +89,12 @@ public sealed class VggFeatures : Module<Tensor, Tensor>
     /// <summary>VGG16 or VGG19.</summary>
     public VggKind Kind { get; }
 
+    /// <summary>The dtype of the parameters (inputs must have it; the conditions cast to it).</summary>
+    public ScalarType ParameterType => parameters().First().dtype;
+
+    /// <summary>The device of the parameters.</summary>
+    public Device Device => parameters().First().device;
+
     /// <summary>Layer names in <c>features</c> order (<c>conv1_1</c>, <c>relu1_1</c>, ..., <c>pool5</c>).</summary>
     public IReadOnlyList<string> LayerNames => _names;
 

@@ -41,7 +41,7 @@ public sealed record ContentConditionOptions
 /// Content guidance: the L2 distance between normalised VGG features of x0 and of a reference image (encoded once).
 /// Both are [-1, 1] RGB; they must have the same size unless <see cref="ContentConditionOptions.Resolution"/> is set.
 /// </summary>
-public sealed class ContentCondition : IGuidanceCondition
+public sealed class ContentCondition : IGuidanceCondition, IDisposable
 {
     private readonly VggFeatures _vgg;
     private readonly string _layer;
@@ -67,8 +67,11 @@ public sealed class ContentCondition : IGuidanceCondition
         Schedule = options.Schedule;
         _referenceSize = new[] { reference.shape[2], reference.shape[3] };
         using (torch.no_grad())
-            _reference = Features(reference.to(vgg.parameters().First().device)).detach().DetachFromDisposeScope();
+            _reference = Features(reference.to(vgg.Device)).detach().DetachFromDisposeScope();
     }
+
+    /// <summary>Releases the cached reference features (the VGG is not owned and stays alive).</summary>
+    public void Dispose() => _reference.Dispose();
 
     /// <inheritdoc />
     public string Name { get; }
@@ -78,7 +81,7 @@ public sealed class ContentCondition : IGuidanceCondition
 
     private Tensor Features(Tensor x)
     {
-        x = x.to(ScalarType.Float32);
+        x = x.to(_vgg.ParameterType);
         if (_resolution is int r && (x.shape[2] != r || x.shape[3] != r))
             x = nn.functional.interpolate(x, new long[] { r, r }, mode: InterpolationMode.Bicubic, align_corners: false);
         var f = _vgg.Extract(VggFeatures.NormalizeSignedUnit(x), new[] { _layer })[_layer];
@@ -99,6 +102,7 @@ public sealed class ContentCondition : IGuidanceCondition
     /// <exception cref="ArgumentException">x0's size differs from the reference's and no Resolution is set.</exception>
     public Tensor Energy(Tensor x0)
     {
+        ObjectDisposedException.ThrowIf(_reference.IsInvalid, this);
         ConditionInputs.CheckImage(x0, nameof(x0));
         if (_resolution is null && (x0.shape[2] != _referenceSize[0] || x0.shape[3] != _referenceSize[1]))
             throw new ArgumentException(

@@ -42,7 +42,7 @@ public sealed record StyleConditionOptions
 /// reference may differ.</para>
 /// <para>Energy per item: the L2 norm of all (weighted) Gram residuals together.</para>
 /// </remarks>
-public sealed class StyleCondition : IGuidanceCondition
+public sealed class StyleCondition : IGuidanceCondition, IDisposable
 {
     private readonly Func<Tensor, Tensor[]> _grams;
     private readonly Tensor[] _reference;
@@ -75,7 +75,7 @@ public sealed class StyleCondition : IGuidanceCondition
             var f = tokens[block][.., 1.., ..];
             return new[] { torch.matmul(f.transpose(1, 2), f) };
         }
-        return new StyleCondition(Grams, reference.to(clip.parameters().First().device), new[] { 1.0 }, options);
+        return new StyleCondition(Grams, reference.to(clip.Device), new[] { 1.0 }, options);
     }
 
     /// <summary>Style from VGG Gram matrices. <paramref name="reference"/> is [1 or B, 3, H, W] in [-1, 1].</summary>
@@ -93,10 +93,10 @@ public sealed class StyleCondition : IGuidanceCondition
             throw new ArgumentException($"VggLayerWeights has {weights.Length} entries for {layers.Length} layers.", nameof(options));
         Tensor[] Grams(Tensor x)
         {
-            var acts = vgg.Extract(VggFeatures.NormalizeSignedUnit(x.to(ScalarType.Float32)), layers);
+            var acts = vgg.Extract(VggFeatures.NormalizeSignedUnit(x.to(vgg.ParameterType)), layers);
             return layers.Select(l => VggFeatures.Gram(acts[l])).ToArray();
         }
-        return new StyleCondition(Grams, reference.to(vgg.parameters().First().device), weights, options);
+        return new StyleCondition(Grams, reference.to(vgg.Device), weights, options);
     }
 
     /// <inheritdoc />
@@ -108,9 +108,16 @@ public sealed class StyleCondition : IGuidanceCondition
     /// <summary>The reference's Gram matrices (one per layer), computed once.</summary>
     public IReadOnlyList<Tensor> ReferenceGrams => _reference;
 
+    /// <summary>Releases the cached reference Gram matrices (the encoder is not owned and stays alive).</summary>
+    public void Dispose()
+    {
+        foreach (var g in _reference) g.Dispose();
+    }
+
     /// <inheritdoc />
     public Tensor Energy(Tensor x0)
     {
+        ObjectDisposedException.ThrowIf(_reference[0].IsInvalid, this);
         ConditionInputs.CheckImage(x0, nameof(x0));
         var grams = _grams(x0);
         long b = x0.shape[0];

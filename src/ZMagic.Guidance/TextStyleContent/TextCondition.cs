@@ -36,7 +36,7 @@ public sealed record TextConditionOptions
 /// Energy per item is <c>||t - f(x0_b)||</c>. FreeDoM takes one Frobenius norm over the whole batch; for one image
 /// the two agree, and per-item energies keep batch items independent.
 /// </remarks>
-public sealed class TextCondition : IGuidanceCondition
+public sealed class TextCondition : IGuidanceCondition, IDisposable
 {
     private readonly ClipModel _clip;
     private readonly Tensor _text;
@@ -52,9 +52,8 @@ public sealed class TextCondition : IGuidanceCondition
         Name = options.Name;
         Schedule = options.Schedule;
         _metric = options.Metric;
-        var device = clip.parameters().First().device;
         using (torch.no_grad())
-            _text = clip.EncodeText(tokens.to(device)).detach().DetachFromDisposeScope();
+            _text = clip.EncodeText(tokens.to(clip.Device)).detach().DetachFromDisposeScope();
     }
 
     /// <summary>Creates the condition from a prompt, tokenised with <paramref name="tokenizer"/>.</summary>
@@ -78,9 +77,13 @@ public sealed class TextCondition : IGuidanceCondition
     /// <summary>The prompt's CLIP features [1 or B, EmbedDim] (encoded once).</summary>
     public Tensor TextFeatures => _text;
 
+    /// <summary>Releases the cached prompt features (the CLIP model is not owned and stays alive).</summary>
+    public void Dispose() => _text.Dispose();
+
     /// <inheritdoc />
     public Tensor Energy(Tensor x0)
     {
+        ObjectDisposedException.ThrowIf(_text.IsInvalid, this);
         ConditionInputs.CheckImage(x0, nameof(x0));
         var image = _clip.EncodeImage(ClipPreprocess.FromSignedUnit(x0, _clip.Config.ImageResolution));
         var text = ConditionInputs.Broadcast(_text, image.shape[0], "text features");

@@ -152,6 +152,19 @@ public class ConditionTests
     }
 
     [Fact]
+    public void Disposed_conditions_refuse_to_run()
+    {
+        using var scope = torch.NewDisposeScope();
+        var reference = torch.zeros(1, 3, 32, 32);
+        var content = new ContentCondition(FormulaVgg16.Value, reference);
+        var style = StyleCondition.Vgg(FormulaVgg16.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu1_1" } });
+        content.Dispose();
+        style.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => content.Energy(reference));
+        Assert.Throws<ObjectDisposedException>(() => style.Energy(reference));
+    }
+
+    [Fact]
     public void Bad_inputs_are_refused()
     {
         using var scope = torch.NewDisposeScope();
