@@ -11,7 +11,7 @@ namespace ZMagic.Encoders.Face;
 public static class FacePreprocessing
 {
     /// <summary>FreeDoM's ArcFace crop of a 256x256 image: rows 35..222, columns 32..219 (188x188).</summary>
-    public static FaceBox ArcFaceCrop256 { get; } = new(Top: 35, Bottom: 223, Left: 32, Right: 220);
+    public static FaceCropBox ArcFaceCrop256 { get; } = new(Top: 35, Bottom: 223, Left: 32, Right: 220);
 
     /// <summary>ImageNet mean, per RGB channel.</summary>
     public static IReadOnlyList<double> ImageNetMean { get; } = [0.485, 0.456, 0.406];
@@ -46,12 +46,10 @@ public static class FacePreprocessing
         functional.adaptive_avg_pool2d(x, [height, width]);
 
     /// <summary><c>x[:, :, top:bottom, left:right]</c>, refusing a box that leaves the image.</summary>
-    public static Tensor Crop(Tensor x, FaceBox box)
+    public static Tensor Crop(Tensor x, FaceCropBox box)
     {
         ArgumentNullException.ThrowIfNull(box);
-        long h = x.shape[^2], w = x.shape[^1];
-        if (box.Top < 0 || box.Left < 0 || box.Bottom > h || box.Right > w)
-            throw new ArgumentException($"Crop box {box} does not fit an image of {h}x{w} (rows {box.Top}..{box.Bottom - 1}, columns {box.Left}..{box.Right - 1}).");
+        box.Validate(x.shape[^2], x.shape[^1], "face crop");
         return x[.., .., TensorIndex.Slice(box.Top, box.Bottom), TensorIndex.Slice(box.Left, box.Right)];
     }
 
@@ -98,7 +96,7 @@ public static class FacePreprocessing
     /// FreeDoM's <c>FaceLandMarkTool.get_residual</c> preprocessing: <c>(x + 1) / 2</c>, the crop
     /// <c>[top:bottom, left:right]</c>, then bicubic resize to <paramref name="size"/> (112). RGB order, [0, 1].
     /// </summary>
-    public static Tensor LandmarkInput(Tensor x, FaceBox box, long size = 112)
+    public static Tensor LandmarkInput(Tensor x, FaceCropBox box, long size = 112)
     {
         FaceInput.RequireImageBatch(x, "landmark preprocessing input");
         using var scope = NewDisposeScope();

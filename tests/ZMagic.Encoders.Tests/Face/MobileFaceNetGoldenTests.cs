@@ -57,11 +57,11 @@ public class MobileFaceNetGoldenTests(ITestOutputHelper log)
         var json = Golden.CaseJson(caseDir);
         using var net = LoadNet(caseDir);
         var cb = json.GetProperty("crop_box");
-        var box = new FaceBox(cb.GetProperty("top").GetInt32(), cb.GetProperty("bottom").GetInt32(), cb.GetProperty("left").GetInt32(), cb.GetProperty("right").GetInt32());
+        var box = new FaceCropBox(cb.GetProperty("top").GetInt32(), cb.GetProperty("bottom").GetInt32(), cb.GetProperty("left").GetInt32(), cb.GetProperty("right").GetInt32());
         if (json.TryGetProperty("retinaface_detection_assumed", out var det))
         {
             var d = det.EnumerateArray().Select(e => e.GetDouble()).ToArray();
-            Assert.Equal(box, FaceBox.FromDetection(d[0], d[1], d[2], d[3]));
+            Assert.Equal(box, FaceCropBox.FromDetection(d[0], d[1], d[2], d[3]));
         }
         var inputs = Golden.Load(caseDir, "inputs.safetensors");
         var expected = Golden.Load(caseDir, "outputs.safetensors");
