@@ -321,6 +321,27 @@ internal sealed class SafeUnpickler
                         else throw Bad("malformed INT");
                         break;
                     }
+                case (byte)'L': // LONG (text)
+                    {
+                        string s = ReadLine().TrimEnd('L');
+                        if (!long.TryParse(s, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long v)) throw Bad("malformed LONG");
+                        Push(v);
+                        break;
+                    }
+                case (byte)'F': // FLOAT (text)
+                    {
+                        if (!double.TryParse(ReadLine(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v)) throw Bad("malformed FLOAT");
+                        Push(v);
+                        break;
+                    }
+                case (byte)'S': // STRING (quoted text)
+                    {
+                        string s = ReadLine();
+                        if (s.Length < 2 || (s[0] != '\'' && s[0] != '"') || s[^1] != s[0]) throw Bad("malformed STRING");
+                        Push(Unescape(s[1..^1]));
+                        break;
+                    }
+                case (byte)'V': Push(Unescape(ReadLine())); break; // UNICODE (raw-unicode-escape text)
                 default:
                     throw Bad($"unsupported or invalid opcode 0x{op:x2}");
             }
@@ -535,6 +556,34 @@ internal sealed class SafeUnpickler
         string s = Encoding.UTF8.GetString(_data, _pos, end - _pos);
         _pos = end + 1;
         return s;
+    }
+
+    private static string Unescape(string s)
+    {
+        if (!s.Contains('\\')) return s;
+        var sb = new StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            char c = s[i];
+            if (c != '\\' || i + 1 >= s.Length) { sb.Append(c); continue; }
+            char e = s[++i];
+            switch (e)
+            {
+                case 'n': sb.Append('\n'); break;
+                case 't': sb.Append('\t'); break;
+                case 'r': sb.Append('\r'); break;
+                case 'x' when i + 2 < s.Length && int.TryParse(s.AsSpan(i + 1, 2), System.Globalization.NumberStyles.HexNumber, null, out int x):
+                    sb.Append((char)x);
+                    i += 2;
+                    break;
+                case 'u' when i + 4 < s.Length && int.TryParse(s.AsSpan(i + 1, 4), System.Globalization.NumberStyles.HexNumber, null, out int u):
+                    sb.Append((char)u);
+                    i += 4;
+                    break;
+                default: sb.Append(e); break;
+            }
+        }
+        return sb.ToString();
     }
 
     private object ReadLong(int n)
