@@ -18,6 +18,13 @@ public abstract record BackboneConfig
     /// <summary>Builds the network with freshly initialised weights on <paramref name="device"/> (CPU by default; "meta" allocates nothing).</summary>
     public abstract nn.Module CreateModule(Device? device = null);
 
+    /// <summary>Parameter elements of the network (state-dict floats); built on the meta device, so nothing is allocated.</summary>
+    public long CountParameters()
+    {
+        using var m = CreateModule(torch.META);
+        return m.state_dict().Values.Sum(t => t.numel());
+    }
+
     /// <summary>Builds a denoiser (network plus schedule) with freshly initialised weights.</summary>
     public abstract BackboneDenoiser CreateDenoiser(Device? device = null);
 
