@@ -15,8 +15,8 @@ public class ClipGoldenTests
     {
         var config = ClipConfig.FromConstructorJson(Golden.CaseJson(caseDir).GetProperty("constructor"));
         var model = new ClipModel(config);
-        var sd = ZMagic.Core.IO.Checkpoint.LoadStateDict(Path.Combine(caseDir, weightsFile));
-        ClipWeights.Load(model, sd, Path.Combine(caseDir, weightsFile));
+        var sd = ZMagic.Core.IO.Checkpoint.LoadStateDict(Golden.File(caseDir, weightsFile));
+        ClipWeights.Load(model, sd, Golden.File(caseDir, weightsFile));
         foreach (var t in sd.Values) t.Dispose();
         return model;
     }
@@ -95,7 +95,7 @@ public class ClipGoldenTests
     [MemberData(nameof(Cases))]
     public void Pytorch_weights_file_gives_the_same_outputs(string caseDir)
     {
-        if (!File.Exists(Path.Combine(caseDir, "weights.pt"))) Assert.Fail($"{caseDir} has no weights.pt (every clip case ships one).");
+        if (!File.Exists(Golden.File(caseDir, "weights.pt"))) Assert.Fail($"{caseDir} has no weights.pt (every clip case ships one).");
         using var scope = torch.NewDisposeScope();
         using var model = LoadCase(caseDir, "weights.pt");
         var (abs, rel) = Tol(Golden.CaseJson(caseDir).GetProperty("tolerance"));
@@ -104,7 +104,7 @@ public class ClipGoldenTests
         using var _ = torch.no_grad();
         TensorAssert.Close(model.EncodeImage(inputs["image"]), outputs["encode_image"], abs, rel, "encode_image (weights.pt)");
         TensorAssert.Close(model.EncodeText(inputs["text_tokens"]), outputs["encode_text"], abs, rel, "encode_text (weights.pt)");
-        using var viaFile = ClipWeights.LoadModel(Path.Combine(caseDir, "weights.pt"), model.Config);
+        using var viaFile = ClipWeights.LoadModel(Golden.File(caseDir, "weights.pt"), model.Config);
         TensorAssert.Close(viaFile.EncodeImage(inputs["image"]), outputs["encode_image"], abs, rel, "encode_image (LoadModel weights.pt)");
     }
 

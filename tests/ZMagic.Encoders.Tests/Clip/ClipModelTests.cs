@@ -123,7 +123,7 @@ public class ClipModelTests
         {
             var config = ClipConfig.FromConstructorJson(Golden.CaseJson(TinyCase).GetProperty("constructor"));
             File.WriteAllText(Path.Combine(dir.FullName, "config.json"), ClipHfLayout.ConfigJson(config));
-            File.Copy(Path.Combine(TinyCase, "weights.pt"), Path.Combine(dir.FullName, "pytorch_model.bin"));
+            File.Copy(Golden.File(TinyCase, "weights.pt"), Path.Combine(dir.FullName, "pytorch_model.bin"));
             using var model = ClipWeights.LoadModel(dir.FullName);
             Assert.Equal(config, model.Config);
             var inputs = Golden.Load(TinyCase, "inputs.safetensors");
