@@ -57,6 +57,12 @@ public sealed class ClipModel : Module<Tensor, Tensor, (Tensor LogitsPerImage, T
     /// <summary>The configuration.</summary>
     public ClipConfig Config { get; }
 
+    /// <summary>The dtype of the parameters (float32 unless the model was converted); inputs are cast to it.</summary>
+    public ScalarType ParameterType => logit_scale.dtype;
+
+    /// <summary>The device of the parameters.</summary>
+    public Device Device => logit_scale.device;
+
     /// <summary>The image tower (<c>visual</c>).</summary>
     public ClipVisionTransformer Visual => visual;
 
@@ -68,7 +74,7 @@ public sealed class ClipModel : Module<Tensor, Tensor, (Tensor LogitsPerImage, T
     public Tensor EncodeImage(Tensor image)
     {
         CheckImage(image);
-        return visual.Forward(image.to(ScalarType.Float32), null);
+        return visual.Forward(image.to(ParameterType), null);
     }
 
     /// <summary>
@@ -79,7 +85,7 @@ public sealed class ClipModel : Module<Tensor, Tensor, (Tensor LogitsPerImage, T
     {
         CheckImage(image);
         var blocks = new List<Tensor>(Config.VisionLayers);
-        var f = visual.Forward(image.to(ScalarType.Float32), blocks);
+        var f = visual.Forward(image.to(ParameterType), blocks);
         return (f, blocks);
     }
 

@@ -24,14 +24,14 @@ public static class ClipPreprocess
     /// <summary>
     /// FreeDoM's CLIP guidance preprocessing of a [-1, 1] image [N, 3, H, W]: bicubic resize to
     /// <paramref name="resolution"/> squared (<c>F.interpolate(mode='bicubic', align_corners=False)</c>, A = -0.75,
-    /// no antialiasing), then <see cref="NormalizeSignedUnit"/>. Differentiable.
+    /// no antialiasing), then <see cref="NormalizeSignedUnit"/>. Differentiable; floating inputs keep their dtype.
     /// </summary>
     /// <exception cref="ArgumentException">The input is not [N, 3, H, W].</exception>
     public static Tensor FromSignedUnit(Tensor image, int resolution)
     {
         if (image.ndim != 4 || image.shape[1] != 3)
             throw new ArgumentException($"Expected an RGB image batch [N, 3, H, W]; got [{string.Join(", ", image.shape)}].", nameof(image));
-        var x = image.to(ScalarType.Float32);
+        var x = image.is_floating_point() ? image : image.to(ScalarType.Float32);
         if (x.shape[2] != resolution || x.shape[3] != resolution)
             x = nn.functional.interpolate(x, new long[] { resolution, resolution }, mode: InterpolationMode.Bicubic, align_corners: false);
         return NormalizeSignedUnit(x);

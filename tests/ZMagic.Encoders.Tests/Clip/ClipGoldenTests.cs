@@ -110,6 +110,27 @@ public class ClipGoldenTests
 
     [Theory]
     [MemberData(nameof(Cases))]
+    public void Float64_model_matches_too(string caseDir)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var model = LoadCase(caseDir);
+        model.to(ScalarType.Float64);
+        Assert.Equal(ScalarType.Float64, model.ParameterType);
+        var (abs, rel) = Tol(Golden.CaseJson(caseDir).GetProperty("tolerance"));
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        var x0 = inputs["freedom/x0"].to(ScalarType.Float64).requires_grad_(true);
+        var (f, _) = model.EncodeImageWithFeatures(ClipPreprocess.FromSignedUnit(x0, model.Config.ImageResolution));
+        Assert.Equal(ScalarType.Float64, f.dtype);
+        var residual = model.EncodeText(inputs["freedom/prompt_tokens"]).detach() - f;
+        TensorAssert.Close(residual, outputs["freedom/residual"], abs, rel, "freedom/residual (float64)");
+        var loss = residual.norm();
+        var grad = torch.autograd.grad(new[] { loss }, new[] { x0 }, retain_graph: false)[0];
+        TensorAssert.RelL2(grad, outputs["freedom/grad_loss_wrt_x0"], 1e-3, "freedom/grad (float64)");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
     public void Loads_from_huggingface_layout_with_same_outputs(string caseDir)
     {
         // Build an HF-layout dict from the OpenAI weights (the inverse of the key map) and check it loads to the

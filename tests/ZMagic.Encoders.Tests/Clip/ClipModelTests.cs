@@ -96,6 +96,49 @@ public class ClipModelTests
     }
 
     [Fact]
+    public void Sd_style_text_encoder_without_projection_loads_from_hf_text_keys()
+    {
+        using var scope = torch.NewDisposeScope();
+        var config = ClipConfig.FromConstructorJson(Golden.CaseJson(TinyCase).GetProperty("constructor"));
+        var sd = Golden.Load(TinyCase, "weights.safetensors");
+        // A CLIPTextModel file: text_model.* only (with the legacy position_ids buffer), no projection.
+        var textOnly = ClipHfLayout.ToHuggingFace(sd).Where(kv => kv.Key.StartsWith("text_model.")).ToDictionary(kv => kv.Key, kv => kv.Value);
+        Assert.Contains("text_model.embeddings.position_ids", textOnly.Keys);
+        using var text = new ClipTextModel(config, withProjection: false);
+        ClipWeights.Load(text, textOnly, "text_encoder/model.safetensors");
+        using var full = new ClipModel(config);
+        ClipWeights.Load(full, sd);
+        var tokens = Golden.Load(TinyCase, "inputs.safetensors")["text_tokens"];
+        using var _ = torch.no_grad();
+        TensorAssert.Close(text.EncodeTextHidden(tokens), full.EncodeTextHidden(tokens), 0, 0, "hidden states");
+        Assert.Throws<InvalidOperationException>(() => text.EncodeText(tokens));
+    }
+
+    [Fact]
+    public void Hf_folder_with_pytorch_model_bin_loads()
+    {
+        using var scope = torch.NewDisposeScope();
+        var dir = Directory.CreateTempSubdirectory("zmagic-clip-bin-");
+        try
+        {
+            var config = ClipConfig.FromConstructorJson(Golden.CaseJson(TinyCase).GetProperty("constructor"));
+            File.WriteAllText(Path.Combine(dir.FullName, "config.json"), ClipHfLayout.ConfigJson(config));
+            File.Copy(Golden.File(TinyCase, "weights.pt"), Path.Combine(dir.FullName, "pytorch_model.bin"));
+            using var model = ClipWeights.LoadModel(dir.FullName);
+            Assert.Equal(config, model.Config);
+            var inputs = Golden.Load(TinyCase, "inputs.safetensors");
+            var outputs = Golden.Load(TinyCase, "outputs.safetensors");
+            using var _ = torch.no_grad();
+            TensorAssert.Close(model.EncodeImage(inputs["image"]), outputs["encode_image"], 1e-4, 1e-4, "pytorch_model.bin encode_image");
+            Assert.Throws<FileNotFoundException>(() => ClipWeights.LoadModel(Path.Combine(dir.FullName, "missing.safetensors")));
+            File.Delete(Path.Combine(dir.FullName, "pytorch_model.bin"));
+            var ex = Assert.Throws<FileNotFoundException>(() => ClipWeights.LoadModel(dir.FullName));
+            Assert.Contains("model.safetensors", ex.Message);
+        }
+        finally { dir.Delete(true); }
+    }
+
+    [Fact]
     public void Vision_checkpoint_given_as_text_tower_lists_the_keys()
     {
         using var scope = torch.NewDisposeScope();
