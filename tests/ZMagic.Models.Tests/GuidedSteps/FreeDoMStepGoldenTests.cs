@@ -30,8 +30,9 @@ public class FreeDoMStepGoldenTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void LoopMatchesTheReference(string caseDir)
+    public void LoopMatchesTheReference(string caseId)
     {
+        var caseDir = Golden.Dir(caseId);
         using var scope = torch.NewDisposeScope();
         var json = Golden.CaseJson(caseDir);
         string name = Path.GetFileName(caseDir);
@@ -94,8 +95,9 @@ public class FreeDoMStepGoldenTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void EnergyNormsMatch(string caseDir)
+    public void EnergyNormsMatch(string caseId)
     {
+        var caseDir = Golden.Dir(caseId);
         using var scope = torch.NewDisposeScope();
         var outputs = Golden.Load(caseDir, "outputs.safetensors");
         var inputs = Golden.Load(caseDir, "inputs.safetensors");

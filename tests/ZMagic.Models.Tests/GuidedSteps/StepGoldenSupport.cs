@@ -39,8 +39,9 @@ internal sealed class ToyEnergy : IGuidanceCondition
 /// <summary>One loaded zmagic_steps case: the tiny DDPM UNet in the case's dtype, its schedule from the stored betas.</summary>
 internal sealed class StepCase : IDisposable
 {
-    public StepCase(string dir)
+    public StepCase(string caseId)
     {
+        var dir = Golden.Dir(caseId);
         Dir = dir;
         Name = Path.GetFileName(dir);
         Json = Golden.CaseJson(dir);
