@@ -119,6 +119,8 @@ public sealed class ConditionalSampler
                             NonFinitePolicy = options.NonFinitePolicy,
                             Trace = stepTrace,
                             CancellationToken = cancellationToken,
+                            // Extra per-branch draws (Z-Magic's research-code parity) come from the same item streams.
+                            DrawNoise = () => streams.Next(itemShape, options.DType, device),
                         };
                         next = strategy.Step(step) ?? throw new InvalidOperationException($"Strategy '{strategy.Name}' returned null at step {index} (t = {pair.T}).");
                         if (!next.shape.SequenceEqual(batchShape))

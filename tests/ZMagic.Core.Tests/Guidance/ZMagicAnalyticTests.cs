@@ -182,4 +182,25 @@ public class ZMagicAnalyticTests
         var ex = Assert.Throws<GuidanceException>(() => new ZMagicStrategy(ZMagicOptions.ResearchCodeParity).Step(stepNo));
         Assert.Contains("DrawNoise", ex.Message);
     }
+
+    [Fact]
+    public void ResearchParityRunsThroughTheSamplerWithBranchNoise()
+    {
+        var den = GaussianDenoiser.Random(3, 4, 51, ScalarType.Float32);
+        using var g = new Generator(52);
+        var conds = Enumerable.Range(0, 3).Select(i => (IGuidanceCondition)new QuadraticCondition(
+            $"c{i}", torch.rand(new long[] { 3, 4, 4 }, generator: g), torch.randn(new long[] { 3, 4, 4 }, generator: g), new ConstantStepSize(0.05))).ToList();
+        var sampler = new ZMagic.Core.Sampling.ConditionalSampler(den);
+        var opts = new ZMagic.Core.Sampling.SamplerOptions
+        {
+            Steps = 4, Seed = 3, SamplerStep = new DdpmPosteriorStep(),
+            Strategy = new ZMagicStrategy(ZMagicOptions.ResearchCodeParity), Combiner = new CAGradCombiner(CAGradOptions.ResearchCode),
+        };
+        using var a = sampler.Sample(conds, opts);
+        using var b = sampler.Sample(conds, opts);
+        Assert.True(a.Images.eq(b.Images).all().item<bool>(), "seeded runs are reproducible");
+        Assert.True(torch.isfinite(a.Images).all().item<bool>());
+        Assert.All(a.Trace.Steps, s => Assert.Equal((3, 3, 2), (s.Passes.DenoiserForwards, s.Passes.DenoiserBackwards, s.Passes.Vjps)));
+        Assert.Contains("cos", a.Trace.ToJson().Replace("gradient_cosines", "cos", StringComparison.Ordinal), StringComparison.Ordinal);
+    }
 }

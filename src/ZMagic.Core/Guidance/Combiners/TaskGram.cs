@@ -97,4 +97,22 @@ internal static class TaskGram
         }
         return result!;
     }
+
+    /// <summary>L2 norm of <paramref name="t"/> per group (per channel over all other dims, or whole), one host transfer.</summary>
+    public static double[] GroupNorms(Tensor t, bool perChannel)
+    {
+        using var scope = torch.NewDisposeScope();
+        var n = perChannel ? t.transpose(0, 1).reshape(t.shape[1], -1).square().sum(1).sqrt() : t.norm().reshape(1);
+        return n.to(ScalarType.Float64).cpu().data<double>().ToArray();
+    }
+
+    /// <summary><paramref name="t"/> times one factor per group.</summary>
+    public static Tensor ScaleGroups(Tensor t, double[] factors, bool perChannel)
+    {
+        if (!perChannel) return t * factors[0];
+        var shape = new long[t.dim()];
+        Array.Fill(shape, 1L);
+        shape[1] = factors.Length;
+        return t * torch.tensor(factors, ScalarType.Float64).to(t.dtype, t.device).reshape(shape);
+    }
 }
