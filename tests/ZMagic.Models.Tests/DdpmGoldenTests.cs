@@ -12,8 +12,9 @@ public class DdpmGoldenTests
     public static TheoryData<string> ForwardCases() =>
         Golden.Cases("zmagic_steps", d => Path.GetFileName(d).StartsWith("denoiser_forward", StringComparison.Ordinal));
 
-    private static (DdpmUNetConfig Config, string Weights) ModelOf(string caseDir, JsonElement cj)
+    private static (DdpmUNetConfig Config, string Weights) ModelOf(string caseId, JsonElement cj)
     {
+        var caseDir = Golden.Dir(caseId);
         var config = Assert.IsType<DdpmUNetConfig>(BackboneConfig.FromJson(cj));
         var weights = Path.GetFullPath(Path.Combine(caseDir, cj.GetProperty("model").GetProperty("weights").GetString()!));
         return (config, weights);
@@ -94,7 +95,7 @@ public class DdpmStepCaseEpsTests
         using var scope = torch.NewDisposeScope();
         var cj = Golden.CaseJson(caseDir);
         var config = Assert.IsType<DdpmUNetConfig>(BackboneConfig.FromJson(cj));
-        var weights = Path.GetFullPath(Path.Combine(caseDir, cj.GetProperty("model").GetProperty("weights").GetString()!));
+        var weights = Path.GetFullPath(Path.Combine(Golden.Dir(caseDir), cj.GetProperty("model").GetProperty("weights").GetString()!));
         int i = cj.GetProperty("sampler").GetProperty("timestep_i").GetInt32();
         var inputs = Golden.Load(caseDir, "inputs.safetensors");
         var outputs = Golden.Load(caseDir, "outputs.safetensors");

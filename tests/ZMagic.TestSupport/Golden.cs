@@ -31,40 +31,62 @@ public static class Golden
     }
 
     /// <summary>
-    /// Case folders under &lt;root&gt;/<paramref name="network"/>/ in every root that have a case.json, for xunit
-    /// MemberData: each row is the case's path relative to its root's network folder, prefixed by the root index when
-    /// not the main root, so that the folder name shows in the test name.
+    /// Case ids of every case of <paramref name="network"/> in every root, for xunit MemberData. An id is
+    /// "&lt;network&gt;/&lt;case&gt;" for the main root and "extra&lt;k&gt;:&lt;network&gt;/&lt;case&gt;" for the k-th root of
+    /// ZMAGIC_GOLDEN_PATH, short enough that the case folder shows in the test name (xunit cuts long arguments).
+    /// Resolve an id with <see cref="Dir"/>; <see cref="CaseJson"/>, <see cref="Load"/> and <see cref="File"/> accept ids.
     /// </summary>
     public static TheoryData<string> Cases(string network, Func<string, bool>? filter = null)
     {
         var data = new TheoryData<string>();
-        foreach (var dir in CaseDirectories(network))
-            if (filter is null || filter(dir)) data.Add(dir);
-        if (data.Count == 0) throw new InvalidOperationException($"No golden cases found for '{network}' under {string.Join(", ", Roots())}.");
+        var roots = Roots().ToList();
+        for (int r = 0; r < roots.Count; r++)
+        {
+            var dir = Path.Combine(roots[r], network);
+            if (!Directory.Exists(dir)) continue;
+            foreach (var c in Directory.GetDirectories(dir).OrderBy(d => d, StringComparer.Ordinal))
+            {
+                if (!System.IO.File.Exists(Path.Combine(c, "case.json"))) continue;
+                var id = (r == 0 ? "" : $"extra{r}:") + network + "/" + Path.GetFileName(c);
+                if (filter is null || filter(id)) data.Add(id);
+            }
+        }
+        if (data.Count == 0) throw new InvalidOperationException($"No golden cases found for '{network}' under {string.Join(", ", roots)}.");
         return data;
     }
 
-    /// <summary>Absolute folders of every case of <paramref name="network"/>.</summary>
-    public static IEnumerable<string> CaseDirectories(string network)
+    /// <summary>The absolute folder of a case id from <see cref="Cases"/> (an absolute path is returned unchanged).</summary>
+    public static string Dir(string caseId)
     {
-        foreach (var root in Roots())
+        ArgumentException.ThrowIfNullOrEmpty(caseId);
+        if (Path.IsPathRooted(caseId)) return caseId;
+        int root = 0;
+        var rel = caseId;
+        if (caseId.StartsWith("extra", StringComparison.Ordinal) && caseId.Contains(':'))
         {
-            var dir = Path.Combine(root, network);
-            if (!Directory.Exists(dir)) continue;
-            foreach (var c in Directory.GetDirectories(dir).OrderBy(d => d, StringComparer.Ordinal))
-                if (File.Exists(Path.Combine(c, "case.json"))) yield return c;
+            root = int.Parse(caseId[5..caseId.IndexOf(':')], System.Globalization.CultureInfo.InvariantCulture);
+            rel = caseId[(caseId.IndexOf(':') + 1)..];
         }
+        var dir = Path.Combine(Roots().ElementAt(root), rel);
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"Golden case '{caseId}' not found at {dir}.");
+        return dir;
     }
+
+    /// <summary>Absolute folders of every case of <paramref name="network"/> in every root.</summary>
+    public static IEnumerable<string> CaseDirectories(string network) => ((IEnumerable<object[]>)Cases(network)).Select(row => Dir((string)row[0]));
+
+    /// <summary>A file of a case: <c>Dir(caseId)/name</c>.</summary>
+    public static string File(string caseId, string name) => Path.Combine(Dir(caseId), name);
 
     /// <summary>Parses a case's case.json.</summary>
     public static JsonElement CaseJson(string caseDir)
     {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(caseDir, "case.json")));
+        using var doc = JsonDocument.Parse(System.IO.File.ReadAllText(File(caseDir, "case.json")));
         return doc.RootElement.Clone();
     }
 
     /// <summary>Loads a safetensors file of a case (inputs.safetensors, outputs.safetensors, ...).</summary>
-    public static Dictionary<string, Tensor> Load(string caseDir, string file) => SafeTensors.Load(Path.Combine(caseDir, file));
+    public static Dictionary<string, Tensor> Load(string caseDir, string file) => SafeTensors.Load(File(caseDir, file));
 
     private static string FindRoot()
     {
@@ -73,7 +95,7 @@ public static class Golden
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null)
         {
-            if (File.Exists(Path.Combine(dir.FullName, "ZMagic.sln")))
+            if (System.IO.File.Exists(Path.Combine(dir.FullName, "ZMagic.sln")))
             {
                 var candidate = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "golden"));
                 if (Directory.Exists(candidate)) return candidate;

@@ -57,11 +57,18 @@ public static class DenoiserExtensions
     /// <param name="denoiser">The backbone.</param>
     /// <param name="x">Noisy sample [B, C, H, W].</param>
     /// <param name="t">Timesteps [B] (float).</param>
-    /// <param name="alphaBar">abar_t of those timesteps (one scalar; all items share t).</param>
+    /// <param name="alphaBar">abar_t of those timesteps (one scalar; all items share t), in (0, 1).</param>
+    /// <exception cref="InvalidOperationException">The network's output does not have the input's shape (with
+    /// 2 x <see cref="IDenoiser.Channels"/> channels when <see cref="IDenoiser.LearnedSigma"/>).</exception>
     public static Tensor PredictEpsilon(this IDenoiser denoiser, Tensor x, Tensor t, double alphaBar)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
+        ArgumentNullException.ThrowIfNull(x);
+        ArgumentNullException.ThrowIfNull(t);
+        if (!(alphaBar > 0 && alphaBar < 1))
+            throw new ArgumentOutOfRangeException(nameof(alphaBar), alphaBar, "abar_t of a noisy sample must be in (0, 1).");
         var output = denoiser.Forward(x, t);
+        CheckOutputShape(denoiser, x, output);
         if (denoiser.LearnedSigma) output = output.narrow(1, 0, denoiser.Channels);
         return denoiser.Prediction switch
         {
@@ -71,5 +78,16 @@ public static class DenoiserExtensions
             PredictionType.Sample => (x - output * Math.Sqrt(alphaBar)) / Math.Sqrt(1 - alphaBar),
             _ => throw new InvalidOperationException($"Unknown prediction type {denoiser.Prediction}."),
         };
+    }
+
+    private static void CheckOutputShape(IDenoiser denoiser, Tensor x, Tensor output)
+    {
+        long channels = denoiser.LearnedSigma ? 2L * denoiser.Channels : denoiser.Channels;
+        var expected = x.shape.ToArray();
+        if (expected.Length == 4) expected[1] = channels;
+        if (!output.shape.SequenceEqual(expected))
+            throw new InvalidOperationException(
+                $"{denoiser.GetType().Name}.Forward returned shape [{string.Join(", ", output.shape)}] for input [{string.Join(", ", x.shape)}]; " +
+                $"expected [{string.Join(", ", expected)}] ({channels} channels{(denoiser.LearnedSigma ? ": eps then learned variance" : "")}).");
     }
 }

@@ -42,11 +42,17 @@ public sealed class NoiseSchedule
     /// <summary>The cumulative products abar_t for t = 0..T-1.</summary>
     public IReadOnlyList<double> AlphaBars => _alphaBars;
 
-    /// <summary>abar_t, with abar_{-1} = 1.</summary>
+    /// <summary>
+    /// abar used for the step past t = 0 (t = -1): 1 by default (FreeDoM, DDPM); Stable Diffusion 1.x's scheduler
+    /// uses abar_0 instead (<c>set_alpha_to_one = false</c>).
+    /// </summary>
+    public double FinalAlphaBar { get; init; } = 1.0;
+
+    /// <summary>abar_t, with abar_{-1} = <see cref="FinalAlphaBar"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">t is below -1 or at least <see cref="TrainSteps"/>.</exception>
     public double AlphaBar(int t)
     {
-        if (t == -1) return 1.0;
+        if (t == -1) return FinalAlphaBar;
         if (t < -1 || t >= _betas.Length)
             throw new ArgumentOutOfRangeException(nameof(t), t, $"Timestep must be in [-1, {_betas.Length - 1}] for this {_betas.Length}-step schedule.");
         return _alphaBars[t];
@@ -62,6 +68,10 @@ public sealed class NoiseSchedule
     /// <summary>
     /// The Stable Diffusion "scaled_linear" schedule: betas = linspace(sqrt(start), sqrt(end), T)^2.
     /// </summary>
+    /// <remarks>
+    /// Computed in float64. diffusers computes the same formula in float32 (its betas and cumulative products differ
+    /// from these by up to about 5e-7 relative).
+    /// </remarks>
     public static NoiseSchedule ScaledLinear(int trainSteps = 1000, double start = 0.00085, double end = 0.012)
     {
         ValidateCount(trainSteps);

@@ -74,6 +74,14 @@ public sealed record ZMagicOptions
     /// </summary>
     public bool BranchNoise { get; init; }
 
+    /// <summary>
+    /// Anchor the sequence on the base step itself instead of on the first condition: the proposal is S(x_t) and every
+    /// condition is evaluated there and pulled back through it. This is how Z-Magic runs on Stable Diffusion, where
+    /// the text prompt acts through classifier-free guidance inside S (its CFG step is the first "condition's"
+    /// proposal) and style and content are the later conditions. Off by default.
+    /// </summary>
+    public bool AnchorOnBaseStep { get; init; }
+
     /// <summary>Everything as the research code runs it (research Jacobian, star, research update rule, branch noise).</summary>
     public static ZMagicOptions ResearchCodeParity { get; } = new()
     {

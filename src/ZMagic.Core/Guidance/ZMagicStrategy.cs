@@ -59,7 +59,7 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         int pos = 0, anchor = -1;
         Tensor? g1 = null;
         double rho1 = 0;
-        while (pos < active.Count)
+        while (!Options.AnchorOnBaseStep && pos < active.Count)
         {
             step.CancellationToken.ThrowIfCancellationRequested();
             int k = active[pos++];
@@ -76,19 +76,26 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
             anchor = k; g1 = g; rho1 = rho;
             break;
         }
-        if (anchor < 0) return baseD;
-        var g1D = g1!.detach();
-        var anchorName = step.Conditions[anchor].Name;
-        kit.Inspect("g/" + anchorName, g1D);
-        var tasks = new List<Tensor> { g1D * rho1 };
-        var gradients = new List<Tensor> { g1D };
-        var used = new List<int> { anchor };
-        kit.Inspect("task/" + anchorName, tasks[0]);
+        if (anchor < 0 && !Options.AnchorOnBaseStep) return baseD;
+        var tasks = new List<Tensor>();
+        var gradients = new List<Tensor>();
+        var used = new List<int>();
+        // With AnchorOnBaseStep there is no anchor energy: g1 = 0, the proposal is the base step itself.
+        var g1D = g1?.detach() ?? torch.zeros_like(baseD);
+        if (anchor >= 0)
+        {
+            var anchorName = step.Conditions[anchor].Name;
+            kit.Inspect("g/" + anchorName, g1D);
+            tasks.Add(g1D * rho1);
+            gradients.Add(g1D);
+            used.Add(anchor);
+            kit.Inspect("task/" + anchorName, tasks[0]);
+        }
 
         var later = active.Skip(pos).ToList();
         var firstProposal = baseD - g1D * rho1;
         // What the pull-back differentiates: the base step (research code), or the whole proposal (with the Hessian).
-        var vjpOutput = !needsVjp ? null : full ? baseGraph! - g1! * rho1 : baseGraph!;
+        var vjpOutput = !needsVjp ? null : full && g1 is not null ? baseGraph! - g1 * rho1 : baseGraph!;
         bool shared = Options.Chaining == ZMagicChaining.Star && !Options.BranchNoise && Options.Proposal == ZMagicProposal.Exact;
         Tensor? sharedLeaf = null, sharedX0 = null, sharedEps = null;
         var chainProposal = firstProposal;
@@ -155,7 +162,11 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
 
         kit.RecordCosines(used, gradients);
         Tensor next;
-        if (tasks.Count == 1)
+        if (tasks.Count == 0)
+        {
+            next = baseD;
+        }
+        else if (tasks.Count == 1)
         {
             next = baseD - tasks[0];
             kit.Inspect("update", tasks[0]);

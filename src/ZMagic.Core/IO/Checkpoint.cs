@@ -20,6 +20,17 @@ public enum CheckpointFileFormat
     LegacyPickle,
 }
 
+/// <summary>Options for reading PyTorch pickle checkpoints.</summary>
+public sealed class CheckpointReadOptions
+{
+    /// <summary>
+    /// Extra globals, written <c>module.Name</c> (e.g. <c>pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint</c>),
+    /// that a checkpoint may mention in its metadata. They are never imported or called: constructing one yields a
+    /// <see cref="PickleObject"/> holding its arguments and state. Empty by default, so any unknown global is refused.
+    /// </summary>
+    public IReadOnlyCollection<string> OpaqueGlobals { get; init; } = Array.Empty<string>();
+}
+
 /// <summary>
 /// Reads a model's weights from any supported checkpoint file: safetensors or a PyTorch zip checkpoint, whatever its
 /// extension. Wrappers such as <c>{'state_dict': ...}</c> are unwrapped and a DataParallel <c>module.</c> prefix removed.
@@ -81,9 +92,20 @@ public static class Checkpoint
     /// </summary>
     /// <exception cref="UnsafeCheckpointException">A pickle references a forbidden global (nothing was executed).</exception>
     /// <exception cref="CheckpointFormatException">The file is corrupt, truncated, legacy, or holds no tensors.</exception>
-    public static Dictionary<string, Tensor> LoadStateDict(string path)
+    public static Dictionary<string, Tensor> LoadStateDict(string path) => LoadStateDict(path, null);
+
+    /// <summary>As <see cref="LoadStateDict(string)"/>, with reading options (e.g. extra opaque globals).</summary>
+    public static Dictionary<string, Tensor> LoadStateDict(string path, CheckpointReadOptions? options)
     {
         using var fs = OpenRead(path);
+        return LoadStateDict(fs, path, options);
+    }
+
+    /// <summary>As <see cref="LoadStateDict(string)"/>, from a seekable stream; <paramref name="path"/> names it in errors.</summary>
+    public static Dictionary<string, Tensor> LoadStateDict(Stream fs, string path, CheckpointReadOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(fs);
+        if (!fs.CanSeek || !fs.CanRead) throw new ArgumentException("The stream must be readable and seekable.", nameof(fs));
         Dictionary<string, Tensor> sd;
         switch (DetectFormat(fs))
         {
@@ -91,20 +113,22 @@ public static class Checkpoint
                 sd = SafeTensors.Load(fs, path);
                 break;
             case CheckpointFileFormat.PyTorchZip:
+                sd = PyTorchCheckpoint.Guard(path, () =>
                 {
-                    using var reader = PyTorchCheckpoint.Open(fs, path);
+                    using var reader = PyTorchCheckpoint.Open(fs, path, options);
                     var root = reader.ReadPickle();
                     var refs = ExtractStateDict(root, path);
                     var tensors = reader.Materialize(refs.Values);
-                    sd = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                    var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
                     var used = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
                     foreach (var (k, r) in refs)
                     {
                         var t = tensors[r];
-                        sd[k] = used.Add(t) ? t : t.alias(); // the same tensor under two keys gets its own handle
+                        result[k] = used.Add(t) ? t : t.alias(); // the same tensor under two keys gets its own handle
                     }
-                    break;
-                }
+                    return result;
+                });
+                break;
             case CheckpointFileFormat.LegacyPickle:
                 throw new CheckpointFormatException(path, "this is a legacy (pre-1.6, non-zip) PyTorch checkpoint, which is not supported; " +
                     "re-save it in Python with torch.save(obj, path, _use_new_zipfile_serialization=True) or as safetensors.");

@@ -52,7 +52,13 @@ public static class FormulaWeights
     /// The formula values for <paramref name="key"/> and <paramref name="shape"/> as float32 numbers (row-major).
     /// A <c>num_batches_tracked</c> key gives zeros.
     /// </summary>
-    public static float[] Values(string key, long[] shape)
+    public static float[] Values(string key, long[] shape) => Values(key, shape, 0, -1);
+
+    /// <summary>
+    /// The formula values of the row-major elements <paramref name="start"/> .. <paramref name="start"/> +
+    /// <paramref name="count"/> - 1 (a count of -1 means up to the end), without computing the rest of the tensor.
+    /// </summary>
+    public static float[] Values(string key, long[] shape, long start, long count)
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(shape);
@@ -62,9 +68,11 @@ public static class FormulaWeights
             if (d < 0) throw new ArgumentException($"Shape [{string.Join(", ", shape)}] of '{key}' has a negative dimension.", nameof(shape));
             n = checked(n * d);
         }
-        if (n > Array.MaxLength) throw new ArgumentException($"'{key}' has {n} elements, more than one array can hold.", nameof(shape));
-        var result = new float[n];
-        if (key.EndsWith("num_batches_tracked", StringComparison.Ordinal) || n == 0) return result;
+        if (count < 0) count = n - start;
+        if (start < 0 || count < 0 || start + count > n) throw new ArgumentOutOfRangeException(nameof(start), $"Elements [{start}, {start + count}) are outside the {n} elements of '{key}'.");
+        if (count > Array.MaxLength) throw new ArgumentException($"'{key}' has {count} elements, more than one array can hold.", nameof(shape));
+        var result = new float[count];
+        if (key.EndsWith("num_batches_tracked", StringComparison.Ordinal) || count == 0) return result;
 
         double s = Fnv1a32(key) / TwoTo32;
         int rank = shape.Length;
@@ -82,15 +90,15 @@ public static class FormulaWeights
 
         // Elements are independent, so large tensors are filled in parallel chunks.
         const int chunk = 1 << 16;
-        int chunks = (int)((n + chunk - 1) / chunk);
+        int chunks = (int)((count + chunk - 1) / chunk);
         Parallel.For(0, chunks, c =>
         {
-            long start = (long)c * chunk, end = Math.Min(n, start + chunk);
-            for (long i = start; i < end; i++)
+            long from = (long)c * chunk, to = Math.Min(count, from + chunk);
+            for (long j = from; j < to; j++)
             {
-                uint m = Fmix32(unchecked((uint)i));
+                uint m = Fmix32(unchecked((uint)(start + j)));
                 double v = Math.Sin(TwoPi * (m / TwoTo32 + s));
-                result[i] = (float)rule(v);
+                result[j] = (float)rule(v);
             }
         });
         return result;

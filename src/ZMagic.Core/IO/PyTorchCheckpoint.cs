@@ -29,16 +29,29 @@ public static class PyTorchCheckpoint
     /// </summary>
     /// <exception cref="UnsafeCheckpointException">The pickle references a global that is not allowed.</exception>
     /// <exception cref="CheckpointFormatException">The file is not a valid PyTorch zip checkpoint.</exception>
-    public static object? Load(string path)
+    public static object? Load(string path) => Load(path, null);
+
+    /// <summary>As <see cref="Load(string)"/>, with reading options (e.g. extra opaque globals).</summary>
+    public static object? Load(string path, CheckpointReadOptions? options)
     {
         using var fs = Checkpoint.OpenRead(path);
-        using var reader = Open(fs, path);
-        var root = reader.ReadPickle();
-        return reader.MaterializeAll(root);
+        return Load(fs, path, options);
+    }
+
+    /// <summary>As <see cref="Load(string)"/>, from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
+    public static object? Load(Stream stream, string sourceName, CheckpointReadOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        return Guard(sourceName, () =>
+        {
+            using var reader = Open(stream, sourceName, options);
+            var root = reader.ReadPickle();
+            return reader.MaterializeAll(root);
+        });
     }
 
     /// <summary>Opens a checkpoint from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
-    internal static Reader Open(Stream stream, string sourceName) => new(stream, sourceName);
+    internal static Reader Open(Stream stream, string sourceName, CheckpointReadOptions? options = null) => new(stream, sourceName, options);
 
     /// <summary>An open zip checkpoint.</summary>
     internal sealed class Reader : IDisposable
@@ -47,11 +60,12 @@ public static class PyTorchCheckpoint
         private readonly string _source;
         private readonly string _prefix;
         private readonly long _fileLength;
-        private Dictionary<string, StorageRef> _storages = new(StringComparer.Ordinal);
+        private readonly CheckpointReadOptions? _options;
 
-        internal Reader(Stream stream, string source)
+        internal Reader(Stream stream, string source, CheckpointReadOptions? options)
         {
             _source = source;
+            _options = options;
             _fileLength = stream.Length;
             _zip = Guard(source, () => new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true));
             try
@@ -90,10 +104,8 @@ public static class PyTorchCheckpoint
             var entry = _zip.GetEntry(_prefix + "data.pkl")!;
             if (entry.Length > MaxPickleBytes) throw new CheckpointFormatException(_source, $"data.pkl is {entry.Length} bytes, above the {MaxPickleBytes}-byte limit.");
             var bytes = ReadEntry(entry, (int)entry.Length);
-            var up = new SafeUnpickler(bytes, _source);
-            var root = up.Load();
-            _storages = up.Storages;
-            return root;
+            var up = new SafeUnpickler(bytes, _source, _options?.OpaqueGlobals);
+            return up.Load();
         }
 
         /// <summary>Replaces every tensor reference in the graph by a tensor.</summary>
@@ -155,13 +167,15 @@ public static class PyTorchCheckpoint
             string what = $"tensor on storage '{s.Key}'";
             if (r.Size.Length != r.Stride.Length) throw Bad($"{what}: size has {r.Size.Length} dimensions but stride {r.Stride.Length}.");
             if (r.Offset < 0) throw Bad($"{what}: negative storage offset {r.Offset}.");
-            long numel = 1, last = r.Offset;
+            if (r.Offset > s.NumElements) throw Bad($"{what}: storage offset {r.Offset} is past the storage's {s.NumElements} elements.");
+            long numel = 1, last = r.Offset, bound = 1;
             try
             {
                 for (int i = 0; i < r.Size.Length; i++)
                 {
                     if (r.Size[i] < 0 || r.Stride[i] < 0) throw Bad($"{what}: negative size or stride ([{string.Join(", ", r.Size)}] / [{string.Join(", ", r.Stride)}]).");
                     numel = checked(numel * r.Size[i]);
+                    bound = checked(bound * Math.Max(1, r.Size[i])); // libtorch also overflows on huge dims next to a zero
                     if (r.Size[i] > 0) last = checked(last + (r.Size[i] - 1) * r.Stride[i]);
                 }
             }
@@ -169,6 +183,10 @@ public static class PyTorchCheckpoint
             {
                 throw Bad($"{what}: size [{string.Join(", ", r.Size)}] with stride [{string.Join(", ", r.Stride)}] overflows.");
             }
+            // Zero strides (expanded tensors) are legal, but the copy they materialise must stay bounded.
+            long limit = Math.Max(4 * s.NumElements, (64L << 20) / ElementSize(s.DType));
+            if (bound > limit)
+                throw Bad($"{what}: size [{string.Join(", ", r.Size)}] would materialise {bound} elements from a storage of {s.NumElements} (limit {limit}).");
             if (numel > 0 && last >= s.NumElements)
                 throw Bad($"{what}: size [{string.Join(", ", r.Size)}], stride [{string.Join(", ", r.Stride)}], offset {r.Offset} reads element {last}, past the storage's {s.NumElements} elements.");
         }

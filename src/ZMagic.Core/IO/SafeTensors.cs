@@ -157,6 +157,7 @@ public static class SafeTensors
         long dataLength = fileLength - dataStart;
         var entries = new List<SafeTensorEntry>();
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw new CheckpointFormatException(source, "header is not valid UTF-8.");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json); }
         catch (JsonException ex) { throw new CheckpointFormatException(source, $"header is not valid JSON ({ex.Message}).", ex); }
@@ -196,8 +197,9 @@ public static class SafeTensors
             throw new CheckpointFormatException(source, $"tensor '{name}': header entry needs dtype, shape and two data_offsets.");
         string dtype = dt.GetString()!;
         int elemSize = ElementSize(dtype) ?? throw new CheckpointFormatException(source, $"tensor '{name}': unsupported dtype '{dtype}'.");
+        if (sh.GetArrayLength() > 64) throw new CheckpointFormatException(source, $"tensor '{name}': {sh.GetArrayLength()} dimensions (at most 64).");
         var shape = new long[sh.GetArrayLength()];
-        long numel = 1;
+        long numel = 1, bound = 1;
         int i = 0;
         foreach (var d in sh.EnumerateArray())
         {
@@ -206,6 +208,9 @@ public static class SafeTensors
             shape[i++] = dim;
             if (dim != 0 && numel > long.MaxValue / dim) throw new CheckpointFormatException(source, $"tensor '{name}': shape [{string.Join(", ", shape)}] overflows.");
             numel *= dim;
+            // Sizes next to a zero must still multiply without overflow (libtorch computes contiguous strides from them).
+            if (bound > long.MaxValue / Math.Max(1, dim)) throw new CheckpointFormatException(source, $"tensor '{name}': shape [{string.Join(", ", shape)}] overflows.");
+            bound *= Math.Max(1, dim);
         }
         var offs = off.EnumerateArray().ToArray();
         long begin = -1, end = -1;

@@ -10,7 +10,7 @@ public class UnsafeCheckpointException : CheckpointFormatException
     /// <summary>Creates the exception for the refused global <paramref name="module"/>.<paramref name="name"/>.</summary>
     public UnsafeCheckpointException(string source, string module, string name)
         : base(source, $"refused to load: the pickle references the global '{Printable(module)}.{Printable(name)}', which is not on the allow-list " +
-                       "(only tensors, storages, OrderedDict and plain data are accepted; nothing in the file was executed).")
+                       "(only tensors, storages, OrderedDict and plain data are accepted; nothing in the file was executed)." + Hint(module))
     {
         Module = module;
         Name = name;
@@ -21,6 +21,11 @@ public class UnsafeCheckpointException : CheckpointFormatException
 
     /// <summary>The refused global's attribute name, as written in the file.</summary>
     public string Name { get; }
+
+    private static string Hint(string module) =>
+        module.StartsWith("torch.nn", StringComparison.Ordinal) || module == "__main__" || module.StartsWith("models", StringComparison.Ordinal)
+            ? " The file seems to pickle a whole model object (torch.save(model)); re-save model.state_dict() instead."
+            : "";
 
     private static string Printable(string s)
     {
@@ -111,11 +116,16 @@ internal sealed class SafeUnpickler
     /// <summary>Storages referenced by the pickle, by key.</summary>
     internal Dictionary<string, StorageRef> Storages { get; } = new(StringComparer.Ordinal);
 
-    internal SafeUnpickler(byte[] data, string source)
+    private readonly HashSet<string> _opaque;
+
+    internal SafeUnpickler(byte[] data, string source, IEnumerable<string>? opaqueGlobals = null)
     {
         _data = data;
         _source = source;
+        _opaque = new HashSet<string>(opaqueGlobals ?? Array.Empty<string>(), StringComparer.Ordinal);
     }
+
+    private bool IsOpaque(PickleGlobal g) => _opaque.Contains(g.Module + "." + g.Name) && !IsAllowed(g.Module, g.Name);
 
     /// <summary>True when the global is accepted.</summary>
     internal static bool IsAllowed(string module, string name) =>
@@ -350,13 +360,14 @@ internal sealed class SafeUnpickler
 
     private object Global(string module, string name)
     {
-        if (!IsAllowed(module, name)) throw new UnsafeCheckpointException(_source, module, name);
+        if (!IsAllowed(module, name) && !_opaque.Contains(module + "." + name)) throw new UnsafeCheckpointException(_source, module, name);
         return new PickleGlobal(module, name);
     }
 
     private object? Reduce(object? func, object?[] args)
     {
         if (func is not PickleGlobal g) throw Bad($"REDUCE of a {Describe(func)}, which is not a callable global");
+        if (IsOpaque(g)) return new PickleObject(g, args); // recorded, never called
         switch (g.Module, g.Name)
         {
             case ("collections", "OrderedDict"):
@@ -420,6 +431,7 @@ internal sealed class SafeUnpickler
     private object NewObj(object? cls, object?[] args)
     {
         if (cls is not PickleGlobal g) throw Bad($"NEWOBJ of a {Describe(cls)}");
+        if (IsOpaque(g)) return new PickleObject(g, args);
         if ((g.Module, g.Name) is ("argparse", "Namespace") or ("collections", "OrderedDict"))
             return g.Name == "OrderedDict" ? new PickleDict() : new PickleObject(g, args);
         throw Bad($"NEWOBJ of {g} is not supported");

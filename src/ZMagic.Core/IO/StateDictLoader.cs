@@ -188,10 +188,7 @@ public static class StateDictLoader
                 continue;
             }
             if (value is null || value.IsInvalid)
-            {
-                report.DTypeMismatches.Add(new DTypeMismatch(key, target[key].dtype, ScalarType.Float32));
-                continue;
-            }
+                throw new ArgumentException($"{report.Source}: the tensor for '{sourceKey}' is null or disposed.", nameof(stateDict));
             matched[key] = (sourceKey, value);
         }
 
@@ -237,7 +234,7 @@ public static class StateDictLoader
     }
 
     /// <summary>
-    /// Reads a checkpoint file (<see cref="Checkpoint.LoadStateDict"/>) and loads it into <paramref name="module"/>;
+    /// Reads a checkpoint file (<see cref="Checkpoint.LoadStateDict(string)"/>) and loads it into <paramref name="module"/>;
     /// the file's tensors are released afterwards. The file path names the source in errors unless the options set one.
     /// </summary>
     public static StateDictLoadReport LoadFile(nn.Module module, string path, StateDictLoadOptions? options = null)

@@ -7,7 +7,10 @@ namespace ZMagic.Core.Sampling;
 /// <summary>Options of one sampling run.</summary>
 public sealed record SamplerOptions
 {
-    /// <summary>Number of sampler steps (uniform skip over the training timesteps). Ignored when <see cref="Timesteps"/> is set.</summary>
+    /// <summary>
+    /// Number of sampler steps, as FreeDoM's uniform skip over the training timesteps (<see cref="TimestepSpacing.Uniform"/>:
+    /// when it does not divide the training timesteps, a few more transitions run). Ignored when <see cref="Timesteps"/> is set.
+    /// </summary>
     public int Steps { get; init; } = 100;
 
     /// <summary>Explicit descending timesteps; overrides <see cref="Steps"/>.</summary>
@@ -25,7 +28,10 @@ public sealed record SamplerOptions
     /// <summary>Time-travel (FreeDoM's recurrent strategy); null for none.</summary>
     public TimeTravel? TimeTravel { get; init; }
 
-    /// <summary>Run seed; item i's noise depends only on (seed, first item index + i).</summary>
+    /// <summary>
+    /// Run seed; item i's noise depends only on (seed, first item index + i). See <see cref="ConditionalSampler"/> for
+    /// the order in which each item's stream is consumed.
+    /// </summary>
     public long Seed { get; init; }
 
     /// <summary>Number of images.</summary>
@@ -37,13 +43,16 @@ public sealed record SamplerOptions
     /// <summary>Device to sample on (default CPU). The denoiser and conditions must live there too.</summary>
     public Device? Device { get; init; }
 
-    /// <summary>Sample dtype (default float32).</summary>
+    /// <summary>Sample dtype (default float32; float64 for reference checks). Must be a floating-point type.</summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
     /// <summary>What to do when a condition yields non-finite energies or gradients.</summary>
     public NonFinitePolicy NonFinitePolicy { get; init; } = NonFinitePolicy.Fail;
 
-    /// <summary>Optional starting noise x_T [B, C, H, W]; drawn from the item streams when null.</summary>
+    /// <summary>
+    /// Optional starting sample x_T [B, C, H, W] (finite values); drawn from the item streams when null. It is
+    /// copied, never modified or disposed by the sampler.
+    /// </summary>
     public Tensor? InitialNoise { get; init; }
 }
 
@@ -56,6 +65,16 @@ public sealed record SamplerOptions
 /// <param name="To">Highest timestep of the window (inclusive).</param>
 public sealed record TimeTravel(int Repeats, int From, int To)
 {
+    /// <summary>Total passes per step inside the window, at least 1.</summary>
+    public int Repeats { get; init; } = Repeats >= 1
+        ? Repeats
+        : throw new ArgumentOutOfRangeException(nameof(Repeats), Repeats, "Time travel needs at least 1 pass per step.");
+
+    /// <summary>Lowest timestep of the window (inclusive); not above <see cref="To"/>.</summary>
+    public int From { get; init; } = From <= To
+        ? From
+        : throw new ArgumentException($"The time-travel window [{From}, {To}] is empty: From must not exceed To.", nameof(From));
+
     /// <summary>Passes to run at timestep <paramref name="t"/>.</summary>
     public int RepeatsAt(int t) => t >= From && t <= To ? Repeats : 1;
 }

@@ -11,8 +11,8 @@ public class CheckpointTests
     {
         var data = new TheoryData<string>();
         foreach (var net in new[] { "guided_unet", "clip" })
-            foreach (var dir in Golden.CaseDirectories(net))
-                if (File.Exists(Path.Combine(dir, "weights.pt")) && File.Exists(Path.Combine(dir, "weights.safetensors"))) data.Add(dir);
+            foreach (object[] row in Golden.Cases(net))
+                if (row[0] is string id && File.Exists(Golden.File(id, "weights.pt")) && File.Exists(Golden.File(id, "weights.safetensors"))) data.Add(id);
         if (data.Count == 0) throw new InvalidOperationException("no golden cases with weights.pt");
         return data;
     }
@@ -22,8 +22,8 @@ public class CheckpointTests
     [Trait("Category", "Golden")]
     public void GoldenPtMatchesSafetensorsBitForBit(string caseDir)
     {
-        var pt = Checkpoint.LoadStateDict(Path.Combine(caseDir, "weights.pt"));
-        var st = Checkpoint.LoadStateDict(Path.Combine(caseDir, "weights.safetensors"));
+        var pt = Checkpoint.LoadStateDict(Golden.File(caseDir, "weights.pt"));
+        var st = Checkpoint.LoadStateDict(Golden.File(caseDir, "weights.safetensors"));
         Assert.Equal(st.Keys.OrderBy(k => k, StringComparer.Ordinal), pt.Keys.OrderBy(k => k, StringComparer.Ordinal));
         foreach (var (k, t) in st)
         {
@@ -32,8 +32,8 @@ public class CheckpointTests
             Assert.Equal(t.shape, p.shape);
             Assert.True(t.contiguous().bytes.SequenceEqual(p.contiguous().bytes), $"{k} differs");
         }
-        Assert.Equal(CheckpointFileFormat.PyTorchZip, Checkpoint.DetectFormat(Path.Combine(caseDir, "weights.pt")));
-        Assert.Equal(CheckpointFileFormat.SafeTensors, Checkpoint.DetectFormat(Path.Combine(caseDir, "weights.safetensors")));
+        Assert.Equal(CheckpointFileFormat.PyTorchZip, Checkpoint.DetectFormat(Golden.File(caseDir, "weights.pt")));
+        Assert.Equal(CheckpointFileFormat.SafeTensors, Checkpoint.DetectFormat(Golden.File(caseDir, "weights.safetensors")));
     }
 
     [Theory]
@@ -41,7 +41,7 @@ public class CheckpointTests
     [Trait("Category", "Golden")]
     public void GoldenPtLoadsAsObjectGraph(string caseDir)
     {
-        var root = PyTorchCheckpoint.Load(Path.Combine(caseDir, "weights.pt"));
+        var root = PyTorchCheckpoint.Load(Golden.File(caseDir, "weights.pt"));
         var d = Assert.IsType<PickleDict>(root);
         Assert.True(d.Count > 10);
         Assert.All(d.Items, kv => Assert.IsType<Tensor>(kv.Value));
@@ -169,5 +169,129 @@ public class CheckpointTests
             Assert.Contains("unrecognised", Assert.Throws<CheckpointFormatException>(() => Checkpoint.LoadStateDict(junk)).Message);
         }
         finally { File.Delete(legacy); File.Delete(junk); }
+    }
+}
+
+public class PickleFeatureTests
+{
+    private static object? Load(byte[] pickle, params (string, byte[])[] storages)
+    {
+        using var ms = new MemoryStream(PtWriter.Zip("archive", pickle, storages));
+        return PyTorchCheckpoint.Load(ms, "test.pt");
+    }
+
+    [Fact]
+    public void StateDictMetadataBuildParameterNamespaceAndNumpyScalarsAreReadAsData()
+    {
+        var f = new byte[8];
+        BitConverter.GetBytes(1.5f).CopyTo(f, 0);
+        BitConverter.GetBytes(-2f).CopyTo(f, 4);
+        var p = new PickleBuilder().Proto(2).EmptyDict().Mark()
+            // {'state_dict': OrderedDict(w=Parameter(...)) with _metadata set by BUILD}
+            .Str("state_dict").Global("collections", "OrderedDict").EmptyTuple().Reduce()
+                .Mark().Str("w").Global("torch._utils", "_rebuild_parameter")
+                    .TensorRef("FloatStorage", "0", 2, 0, new long[] { 2 }, new long[] { 1 }).Op(0x88).Global("collections", "OrderedDict").EmptyTuple().Reduce().Op(0x87).Reduce()
+                .SetItems()
+                .EmptyDict().Str("_metadata").Global("collections", "OrderedDict").EmptyTuple().Reduce()
+                    .Str("").EmptyDict().Str("version").Int(1).SetItem().SetItem().SetItem().Op((byte)'b')
+            // 'args': argparse.Namespace(lr=0.1) via NEWOBJ + BUILD
+            .Str("args").Global("argparse", "Namespace").EmptyTuple().Op(0x81).EmptyDict().Str("lr").Float(0.1).SetItem().Op((byte)'b')
+            // 'best': numpy float64 scalar via numpy.dtype + _codecs.encode
+            .Str("best").Global("numpy.core.multiarray", "scalar")
+                .Global("numpy", "dtype").Str("f8").False().Op(0x88).Op(0x87).Reduce()
+                .Mark().Int(3).Str("<").None().None().None().Int(-1).Int(-1).Int(0).Tuple().Op((byte)'b')
+                .Global("_codecs", "encode").Str("\u0000\u0000\u0000\u0000\u0000\u0000\u0004@").Str("latin1").Op(0x86).Reduce()
+                .Op(0x86).Reduce()
+            .Str("big").Raw(0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1)
+            .Str("neg").Raw(0x8a, 1, 0xff)
+            .SetItems().Stop();
+        var root = Assert.IsType<PickleDict>(Load(p.ToArray(), ("0", f)));
+        Assert.True(root.TryGetValue("state_dict", out var sdObj));
+        var sd = Assert.IsType<PickleDict>(sdObj);
+        Assert.True(sd.TryGetValue("w", out var w));
+        Assert.Equal(new[] { 1.5f, -2f }, Assert.IsType<Tensor>(w).data<float>().ToArray());
+        Assert.IsType<PickleDict>(sd.State);
+        Assert.True(root.TryGetValue("args", out var args));
+        var ns = Assert.IsType<PickleObject>(args);
+        Assert.True(Assert.IsType<PickleDict>(ns.State).TryGetValue("lr", out var lr));
+        Assert.Equal(0.1, lr);
+        Assert.True(root.TryGetValue("best", out var best));
+        Assert.Equal(2.5, best);
+        Assert.True(root.TryGetValue("big", out var big));
+        Assert.Equal(System.Numerics.BigInteger.Pow(2, 64), big);
+        Assert.True(root.TryGetValue("neg", out var neg));
+        Assert.Equal(-1L, neg);
+        // Checkpoint.LoadStateDict unwraps 'state_dict' and drops the metadata.
+        using var ms = new MemoryStream(PtWriter.Zip("archive", p.ToArray(), new[] { ("0", f) }));
+        var flat = Checkpoint.LoadStateDict(ms, "test.pt");
+        Assert.Equal(new[] { "w" }, flat.Keys);
+    }
+
+    [Fact]
+    public void WholeModelPicklesAreRefusedWithAHint()
+    {
+        var p = new PickleBuilder().Proto(2).Global("torch.nn.modules.container", "Sequential").EmptyTuple().Op(0x81).Stop();
+        var ex = Assert.Throws<UnsafeCheckpointException>(() => Load(p.ToArray()));
+        Assert.Contains("state_dict()", ex.Message);
+        Assert.Equal("torch.nn.modules.container", ex.Module);
+        Assert.Equal("Sequential", ex.Name);
+    }
+
+    [Fact]
+    public void NestedDictionariesAreFlattenedWithDots()
+    {
+        var p = new PickleBuilder().Proto(2).EmptyDict().Mark()
+            .Str("encoder").EmptyDict().Str("conv").EmptyDict().Str("weight").TensorRef("FloatStorage", "0", 2, 0, new long[] { 2 }, new long[] { 1 }).SetItem().SetItem()
+            .Str("decoder").EmptyDict().Str("bias").TensorRef("FloatStorage", "0", 2, 0, new long[] { 2 }, new long[] { 1 }).SetItem()
+            .Str("step").Int(10)
+            .SetItems().Stop();
+        using var ms = new MemoryStream(PtWriter.Zip("archive", p.ToArray(), new[] { ("0", new byte[8]) }));
+        var flat = Checkpoint.LoadStateDict(ms, "nested.pt");
+        Assert.Equal(new[] { "decoder.bias", "encoder.conv.weight" }, flat.Keys.OrderBy(k => k, StringComparer.Ordinal));
+    }
+}
+
+public class OpaqueGlobalTests
+{
+    [Fact]
+    public void OptInOpaqueGlobalsAreRecordedNeverCalled()
+    {
+        var p = new PickleBuilder().Proto(2).EmptyDict().Mark()
+            .Str("state_dict").EmptyDict().Str("w").TensorRef("FloatStorage", "0", 1, 0, new long[] { 1 }, new long[] { 1 }).SetItem()
+            .Str("callbacks").Global("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint").EmptyTuple().Op(0x81)
+                .EmptyDict().Str("monitor").Str("val_loss").SetItem().Op((byte)'b')
+            .SetItems().Stop();
+        var zip = PtWriter.Zip("archive", p.ToArray(), new[] { ("0", new byte[4]) });
+        using (var ms = new MemoryStream(zip))
+            Assert.Throws<UnsafeCheckpointException>(() => Checkpoint.LoadStateDict(ms, "lightning.ckpt"));
+        var options = new CheckpointReadOptions { OpaqueGlobals = new[] { "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" } };
+        using (var ms = new MemoryStream(zip))
+            Assert.Equal(new[] { "w" }, Checkpoint.LoadStateDict(ms, "lightning.ckpt", options).Keys);
+        using (var ms = new MemoryStream(zip))
+        {
+            var root = Assert.IsType<PickleDict>(PyTorchCheckpoint.Load(ms, "lightning.ckpt", options));
+            Assert.True(root.TryGetValue("callbacks", out var cb));
+            Assert.Equal("ModelCheckpoint", Assert.IsType<PickleObject>(cb).Class.Name);
+        }
+        // Opting in one name does not open any other.
+        var evil = new PickleBuilder().Proto(2).Global("os", "system").Str("id").Op(0x85).Reduce().Stop();
+        using (var ms = new MemoryStream(PtWriter.Zip("archive", evil.ToArray(), Array.Empty<(string, byte[])>())))
+            Assert.Throws<UnsafeCheckpointException>(() => PyTorchCheckpoint.Load(ms, "evil.pt", options));
+    }
+}
+
+public class ExpandedViewTests
+{
+    [Fact]
+    public void ZeroStrideViewsWithinTheLimitAreMaterialised()
+    {
+        var p = new PickleBuilder().Proto(2).EmptyDict().Str("e").TensorRef("FloatStorage", "0", 2, 0, new long[] { 3, 2 }, new long[] { 0, 1 }).SetItem().Stop();
+        var bytes = new byte[8];
+        BitConverter.GetBytes(4f).CopyTo(bytes, 0);
+        BitConverter.GetBytes(5f).CopyTo(bytes, 4);
+        using var ms = new MemoryStream(PtWriter.Zip("archive", p.ToArray(), new[] { ("0", bytes) }));
+        var t = Checkpoint.LoadStateDict(ms, "expanded.pt")["e"];
+        Assert.Equal(new long[] { 3, 2 }, t.shape);
+        Assert.Equal(new[] { 4f, 5f, 4f, 5f, 4f, 5f }, t.contiguous().data<float>().ToArray());
     }
 }

@@ -1,0 +1,80 @@
+using ZMagic.Core.Guidance;
+using ZMagic.Models.StableDiffusion;
+using static TorchSharp.torch;
+
+namespace ZMagic.Guidance.StableDiffusion;
+
+/// <summary>
+/// FreeDoM's Stable Diffusion step size: <c>rho = scale * rms(CFG correction) / rms(g)</c>, where the CFG correction is
+/// <c>s * (eps_c - eps_u)</c> of the denoiser's latest call (FreeDoM SD_style uses scale 0.2). The guidance step is
+/// thereby as large as a fixed fraction of the text guidance's own push, whatever the energy's magnitude.
+/// </summary>
+/// <param name="Denoiser">The CFG denoiser whose correction is measured.</param>
+/// <param name="Scale">The fraction.</param>
+public sealed record CfgRelativeStepSize(ClassifierFreeDenoiser Denoiser, double Scale) : IStepSizeRule
+{
+    /// <inheritdoc />
+    public double StepSize(in StepSizeContext context)
+    {
+        double rmsG = Math.Sqrt(context.Gradient.to(ScalarType.Float64).square().mean().item<double>());
+        return rmsG > 0 ? Scale * Denoiser.LastCorrectionRms / rmsG : 0.0;
+    }
+}
+
+/// <summary>
+/// Decodes latent x0 estimates with the VAE once per estimate, shared by every image-space condition of a step.
+/// </summary>
+/// <remarks>The cache holds the last (x0, image) pair by reference; the engine passes the same x0 tensor to each
+/// condition, so n conditions cost one decode (and one backward through the decoder) instead of n.</remarks>
+public sealed class VaeDecodeCache
+{
+    private readonly AutoencoderKL _vae;
+    private Tensor? _lastLatent;
+    private Tensor? _lastImage;
+
+    /// <summary>Creates the cache.</summary>
+    public VaeDecodeCache(AutoencoderKL vae) => _vae = vae ?? throw new ArgumentNullException(nameof(vae));
+
+    /// <summary>Number of actual decoder calls (for traces and tests).</summary>
+    public int Decodes { get; private set; }
+
+    /// <summary>The image [B, 3, H, W] in about [-1, 1] of the scaled latent x0 estimate.</summary>
+    public Tensor Decode(Tensor latentX0)
+    {
+        if (ReferenceEquals(latentX0, _lastLatent) && _lastImage is not null && !_lastImage.IsInvalid) return _lastImage;
+        Decodes++;
+        _lastImage = _vae.Decode(latentX0 / _vae.Config.ScalingFactor);
+        _lastLatent = latentX0;
+        return _lastImage;
+    }
+}
+
+/// <summary>
+/// An image-space condition (style, content, text, faces, ...) applied to a latent diffusion model: its energy is
+/// computed on the VAE-decoded Tweedie estimate, so its gradient flows through the decoder and the UNet.
+/// </summary>
+public sealed class DecodedImageCondition : IGuidanceCondition
+{
+    private readonly IGuidanceCondition _inner;
+    private readonly VaeDecodeCache _decoder;
+
+    /// <summary>Wraps <paramref name="inner"/>; <paramref name="schedule"/> replaces its schedule when given.</summary>
+    public DecodedImageCondition(IGuidanceCondition inner, VaeDecodeCache decoder, GuidanceSchedule? schedule = null)
+    {
+        _inner = inner ?? throw new ArgumentNullException(nameof(inner));
+        _decoder = decoder ?? throw new ArgumentNullException(nameof(decoder));
+        Schedule = schedule ?? inner.Schedule;
+    }
+
+    /// <inheritdoc />
+    public string Name => _inner.Name;
+
+    /// <inheritdoc />
+    public GuidanceSchedule Schedule { get; }
+
+    /// <summary>The image-space condition.</summary>
+    public IGuidanceCondition Inner => _inner;
+
+    /// <inheritdoc />
+    public Tensor Energy(Tensor x0) => _inner.Energy(_decoder.Decode(x0));
+}
