@@ -10,7 +10,7 @@ namespace ZMagic.Encoders.Tests.Face;
 [Trait("Category", "Golden")]
 public class MobileFaceNetGoldenTests(ITestOutputHelper log)
 {
-    public static TheoryData<string> ForwardCases => Golden.Cases("mobilefacenet_landmark", d => File.Exists(Path.Combine(d, "weights.safetensors")) && !Golden.CaseJson(d).TryGetProperty("crop_box", out _));
+    public static TheoryData<string> ForwardCases => Golden.Cases("mobilefacenet_landmark", d => File.Exists(Golden.File(d, "weights.safetensors")) && !Golden.CaseJson(d).TryGetProperty("crop_box", out _));
     public static TheoryData<string> ResidualCases => Golden.Cases("mobilefacenet_landmark", d => Golden.CaseJson(d).TryGetProperty("crop_box", out _));
 
     internal static MobileFaceNet LoadNet(string caseDir)
@@ -18,12 +18,13 @@ public class MobileFaceNetGoldenTests(ITestOutputHelper log)
         var json = Golden.CaseJson(caseDir);
         int emb = json.GetProperty("constructor").GetProperty("embedding_size").GetInt32();
         // The residual case reuses the forward case's weights ("same as ../forward_b2_seed1234/weights.safetensors").
-        string file = Path.Combine(caseDir, "weights.safetensors");
+        string dir = Golden.Dir(caseDir);
+        string file = Path.Combine(dir, "weights.safetensors");
         if (!File.Exists(file))
         {
             var w = json.GetProperty("weights").GetString()!;
             var rel = w.Split(' ').First(s => s.EndsWith("weights.safetensors", StringComparison.Ordinal));
-            file = Path.GetFullPath(Path.Combine(caseDir, rel));
+            file = Path.GetFullPath(Path.Combine(dir, rel));
         }
         var net = new MobileFaceNet(emb);
         var weights = ZMagic.Core.IO.SafeTensors.Load(file);

@@ -74,6 +74,18 @@ public class FaceConditionTests(FaceNetsFixture nets, ITestOutputHelper log) : I
     }
 
     [Fact]
+    public void IdentityOnAnInsightfaceIResNetDecreasesAlongItsGradient()
+    {
+        using var scope = NewDisposeScope();
+        torch.manual_seed(5);
+        using var net = new IResNet([1, 1, 1, 1]); // the iresnet structure, small and randomly initialised
+        FaceCheckpoints.Freeze(net);
+        var clean = FaceTestData.Astronaut();
+        using var c = new IdentityCondition(net, clean, new IdentityOptions { Distance = IdentityDistance.Cosine, Name = "identity-iresnet" });
+        AssertDecreases(Descend(c, Noisy(clean, 0.3, 8), 2, 2.0), "identity iresnet cosine");
+    }
+
+    [Fact]
     public void LandmarksEnergyDecreasesAlongItsGradient()
     {
         using var scope = NewDisposeScope();
