@@ -1,0 +1,8 @@
+namespace ZMagic.Cli.Commands;
+
+/// <summary>Placeholder.</summary>
+public static class BenchCommand
+{
+    /// <summary>Runs the command.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct) => throw new NotSupportedException("not yet");
+}
