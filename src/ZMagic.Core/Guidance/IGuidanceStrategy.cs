@@ -60,6 +60,19 @@ public sealed class GuidedStep
 
     /// <summary>Cancellation, checked between phases of the step.</summary>
     public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>
+    /// Draws one more standard-normal tensor shaped like <see cref="X"/> from the run's noise streams (null when the
+    /// caller offers none). Only the research code's per-branch proposals (<see cref="ZMagicOptions.BranchNoise"/>)
+    /// use it.
+    /// </summary>
+    public Func<Tensor>? DrawNoise { get; init; }
+
+    /// <summary>
+    /// Optional probe that receives named intermediate tensors of the step (detached; valid only during the call:
+    /// clone what you keep). For tests and debugging; see the strategies for the names.
+    /// </summary>
+    public Action<string, Tensor>? Inspect { get; init; }
 }
 
 /// <summary>What the sampler does when a condition's energy or gradient is NaN or infinite.</summary>

@@ -8,7 +8,11 @@ namespace ZMagic.Core.Guidance;
 /// <param name="AlphaBar">abar_t.</param>
 /// <param name="AlphaBarNext">abar_t'.</param>
 /// <param name="Epsilon">The noise prediction at x_t (detached).</param>
-/// <param name="Gradient">The condition's gradient with respect to x_t (detached).</param>
+/// <param name="Gradient">
+/// The condition's task gradient (detached): g_k with respect to x_t, or Z-Magic's pulled-back d_k. Rules whose
+/// <see cref="IStepSizeRule.UsesGradient"/> is false may receive an empty tensor here (the strategy then never
+/// computes per-condition gradients just for the rule).
+/// </param>
 public readonly record struct StepSizeContext(int T, int Next, double AlphaBar, double AlphaBarNext, Tensor Epsilon, Tensor Gradient);
 
 /// <summary>Computes a condition's step size rho at one step.</summary>
@@ -16,6 +20,12 @@ public interface IStepSizeRule
 {
     /// <summary>The step size for this step.</summary>
     double StepSize(in StepSizeContext context);
+
+    /// <summary>
+    /// Whether <see cref="StepSize"/> reads <see cref="StepSizeContext.Gradient"/>. True by default (safe); rules
+    /// that do not need it return false, which lets Vanilla guidance take one backward pass for all conditions.
+    /// </summary>
+    bool UsesGradient => true;
 }
 
 /// <summary>FreeDoM's face rule: <c>rho = sqrt(abar_t) * scale</c>.</summary>
@@ -24,6 +34,9 @@ public sealed record SqrtAlphaBarStepSize(double Scale) : IStepSizeRule
 {
     /// <inheritdoc />
     public double StepSize(in StepSizeContext context) => Math.Sqrt(context.AlphaBar) * Scale;
+
+    /// <inheritdoc />
+    public bool UsesGradient => false;
 }
 
 /// <summary>A constant step size.</summary>
@@ -32,6 +45,9 @@ public sealed record ConstantStepSize(double Scale) : IStepSizeRule
 {
     /// <inheritdoc />
     public double StepSize(in StepSizeContext context) => Scale;
+
+    /// <inheritdoc />
+    public bool UsesGradient => false;
 }
 
 /// <summary>

@@ -1,0 +1,325 @@
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Guidance;
+
+/// <summary>Which published form of the CAGrad dual and its small constants a <see cref="CAGradCombiner"/> uses.</summary>
+public enum CAGradVariant
+{
+    /// <summary>
+    /// The exact dual without regularising constants: minimise <c>w . G g0 + c ||g0|| ||g_w||</c> over the simplex,
+    /// <c>d = g0 + c ||g0|| / ||g_w|| g_w</c>.
+    /// </summary>
+    Exact,
+    /// <summary>
+    /// The Z-Magic research code (HolmesShuan/FreeDoM denoising.py): for 2 tasks its <c>cagrad</c> (= CAGrad toy.py;
+    /// constants 1e-4, SciPy bounded Brent, divided by 1 + c); for 3 or more tasks its <c>cagrad_third_order</c>
+    /// (= CAGrad nyuv2: <c>c' = c sqrt(mean(GG) + 1e-8) + 1e-8</c>, constants 1e-8, float32-rounded weights,
+    /// divided by 1 + c^2). The 3-task SLSQP solve is replaced by the convergent simplex solver.
+    /// </summary>
+    ResearchCode,
+    /// <summary>CAGrad cityscapes/utils.py (2 tasks only): like the toy form with constants 1e-8 and no constant in ||g0||.</summary>
+    Cityscapes,
+    /// <summary>CAGrad nyuv2/utils.py generalised to K tasks (the research code's 3-task form).</summary>
+    NyuV2,
+}
+
+/// <summary>How the CAGrad direction is scaled.</summary>
+public enum CAGradRescale
+{
+    /// <summary>The variant's own scaling: Exact -> <see cref="SumScale"/>; ResearchCode -> 1/(1+c) for 2 tasks, 1/(1+c^2) for more; Cityscapes/NyuV2 -> 1/(1+c^2) (their trainers' default).</summary>
+    VariantDefault,
+    /// <summary><c>K / (1 + c)</c>: equals the plain sum of the tasks when they all agree (the library's default).</summary>
+    SumScale,
+    /// <summary>No rescaling: <c>d = g0 + lambda g_w</c> (mean scale; CAGrad's "rescale 0").</summary>
+    None,
+    /// <summary><c>d / (1 + c)</c> (CAGrad toy.py, cityscapes "rescale 2"): equals the mean when all tasks agree.</summary>
+    OnePlusC,
+    /// <summary><c>d / (1 + c^2)</c> (cityscapes/nyuv2 "rescale 1", mtrl).</summary>
+    OnePlusCSquared,
+}
+
+/// <summary>How the dual is solved for two tasks.</summary>
+public enum CAGradSolver
+{
+    /// <summary>Bounded Brent for the ResearchCode and Cityscapes variants (parity), exact bisection otherwise.</summary>
+    Auto,
+    /// <summary>The port of SciPy's bounded Brent (xatol 1e-5): the research code's numbers, not the exact optimum.</summary>
+    BoundedBrent,
+    /// <summary>The exact minimiser (bisection on the derivative of the convex 1-D dual, to machine precision).</summary>
+    Exact,
+}
+
+/// <summary>Options of <see cref="CAGradCombiner"/>.</summary>
+public sealed record CAGradOptions
+{
+    /// <summary>The conflict-aversion radius c in [0, 1) (the research code uses 0.5).</summary>
+    public double C { get; init; } = 0.5;
+
+    /// <summary>Solve one dual per channel (dim 1) as the research code does, instead of one for the whole tensor.</summary>
+    public bool PerChannel { get; init; }
+
+    /// <summary>Constants and formulas of the dual.</summary>
+    public CAGradVariant Variant { get; init; } = CAGradVariant.Exact;
+
+    /// <summary>Output scaling.</summary>
+    public CAGradRescale Rescale { get; init; } = CAGradRescale.VariantDefault;
+
+    /// <summary>The two-task solver.</summary>
+    public CAGradSolver Solver { get; init; } = CAGradSolver.Auto;
+
+    /// <summary>The research code's setting: c = 0.5, per channel, its constants, solvers and rescalings.</summary>
+    public static CAGradOptions ResearchCode { get; } = new() { C = 0.5, PerChannel = true, Variant = CAGradVariant.ResearchCode };
+}
+
+/// <summary>The dual's solution for one group (the whole tensor or one channel).</summary>
+/// <param name="Weights">The simplex weights w (for 2 tasks: [x, 1 - x]).</param>
+/// <param name="Lambda">The multiplier of g_w in <c>d = g0 + lambda g_w</c>.</param>
+/// <param name="Objective">The dual objective at w (in the variant's own form).</param>
+/// <param name="Coefficients">The final per-task coefficients, rescaling included: the output is <c>sum_k Coefficients[k] g_k</c>.</param>
+/// <param name="Evaluations">Objective evaluations or iterations the solver used.</param>
+public sealed record CAGradGroupSolution(double[] Weights, double Lambda, double Objective, double[] Coefficients, int Evaluations);
+
+/// <summary>
+/// Conflict-Averse Gradient descent (Liu et al., NeurIPS 2021) as a gradient combiner: the direction d within
+/// <c>c ||g0||</c> of the mean g0 that maximises the worst task's improvement <c>min_i &lt;g_i, d&gt;</c>.
+/// </summary>
+/// <remarks>
+/// Only the K x K Gram matrix enters the dual. It is computed with one batched matmul (one matrix per channel when
+/// <see cref="CAGradOptions.PerChannel"/>), moved to the host once, and the dual is solved there in float64; the
+/// only other tensor work is the final weighted sum of the tasks. Two tasks are solved exactly (or with the port of
+/// SciPy's bounded Brent, for parity with the research code); three or more with a convergent simplex method.
+/// With the default <see cref="CAGradRescale.SumScale"/> the output equals the plain sum when all tasks agree and
+/// when c = 0; the reference rescalings (mean scale, 1/(1+c), 1/(1+c^2)) are options.
+/// </remarks>
+public sealed class CAGradCombiner : IGradientCombiner
+{
+    /// <summary>Creates the combiner.</summary>
+    public CAGradCombiner(CAGradOptions? options = null)
+    {
+        Options = options ?? new CAGradOptions();
+        if (!(Options.C >= 0 && double.IsFinite(Options.C)))
+            throw new ArgumentOutOfRangeException(nameof(options), Options.C, "CAGrad's c must be finite and non-negative (the paper uses c in [0, 1)).");
+    }
+
+    /// <summary>Creates the combiner with radius <paramref name="c"/>.</summary>
+    public CAGradCombiner(double c, bool perChannel = false, CAGradRescale rescale = CAGradRescale.VariantDefault)
+        : this(new CAGradOptions { C = c, PerChannel = perChannel, Rescale = rescale }) { }
+
+    /// <summary>The options.</summary>
+    public CAGradOptions Options { get; }
+
+    /// <inheritdoc />
+    public string Name => $"cagrad({Options.C.ToString(System.Globalization.CultureInfo.InvariantCulture)}{(Options.PerChannel ? ",per-channel" : "")}{(Options.Variant == CAGradVariant.Exact ? "" : "," + Options.Variant)})";
+
+    /// <summary>The dual solutions of the last <see cref="Combine"/> call, one per group (diagnostics).</summary>
+    public IReadOnlyList<CAGradGroupSolution> LastSolutions { get; private set; } = Array.Empty<CAGradGroupSolution>();
+
+    /// <inheritdoc />
+    public Tensor Combine(IReadOnlyList<Tensor> taskGradients)
+    {
+        TaskGram.Validate(taskGradients, Options.PerChannel, Name);
+        var grams = TaskGram.Compute(taskGradients, Options.PerChannel);
+        var solutions = grams.Select(SolveGram).ToArray();
+        LastSolutions = solutions;
+        return TaskGram.WeightedSum(taskGradients, solutions.Select(s => s.Coefficients).ToArray(), Options.PerChannel);
+    }
+
+    /// <summary>Solves the dual for one Gram matrix [K, K] (float64).</summary>
+    public CAGradGroupSolution SolveGram(double[,] gram)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        int k = gram.GetLength(0);
+        if (k == 0 || gram.GetLength(1) != k) throw new ArgumentException($"The Gram matrix must be square and non-empty; got [{gram.GetLength(0)}, {gram.GetLength(1)}].", nameof(gram));
+        foreach (var v in gram)
+            if (!double.IsFinite(v)) throw new ArgumentException("The Gram matrix of the task gradients is not finite (NaN or infinite gradients).", nameof(gram));
+        if (k == 1) return Finish(gram, new[] { 1.0 }, 0.0, 1);
+        return Options.Variant switch
+        {
+            CAGradVariant.Exact => SolveExact(gram),
+            CAGradVariant.ResearchCode when k == 2 => SolveToyForm(gram, 1e-4, 1e-4, 1e-4, 1e-4),
+            CAGradVariant.Cityscapes when k == 2 => SolveToyForm(gram, 0, 1e-8, 1e-8, 1e-8),
+            CAGradVariant.Cityscapes => throw new ArgumentException($"The Cityscapes CAGrad variant handles exactly 2 tasks; got {k}."),
+            _ => SolveNyuForm(gram),
+        };
+    }
+
+    /// <summary>
+    /// The post-processing for given weights <paramref name="w"/> (to check a stored reference solution or to
+    /// inject one): the multiplier, the objective and the final coefficients in this combiner's variant.
+    /// </summary>
+    public CAGradGroupSolution Finish(double[,] gram, double[] w, double objective = double.NaN, int evaluations = 0)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        ArgumentNullException.ThrowIfNull(w);
+        int k = w.Length;
+        double c = Options.C;
+        double lambda;
+        var coef = new double[k];
+        switch (Options.Variant)
+        {
+            case CAGradVariant.ResearchCode when k == 2:
+            case CAGradVariant.Cityscapes when k == 2:
+            {
+                double eps = Options.Variant == CAGradVariant.Cityscapes ? 1e-8 : 1e-4;
+                double g0Eps = Options.Variant == CAGradVariant.Cityscapes ? 0 : 1e-4;
+                double g11 = gram[0, 0], g12 = gram[0, 1], g22 = gram[1, 1];
+                double x = w[0];
+                double g0Norm = 0.5 * Math.Sqrt(g11 + g22 + 2 * g12 + g0Eps);
+                double cf = c * g0Norm;
+                double gwNorm = Math.Sqrt(x * x * g11 + (1 - x) * (1 - x) * g22 + 2 * x * (1 - x) * g12 + eps);
+                lambda = cf / (gwNorm + eps);
+                coef[0] = 0.5 + lambda * x;
+                coef[1] = 0.5 + lambda * (1 - x);
+                break;
+            }
+            case CAGradVariant.ResearchCode:
+            case CAGradVariant.NyuV2:
+            {
+                double cc = c * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
+                var wf = w.Select(v => (double)(float)v).ToArray();   // torch.Tensor(w) rounds to float32
+                double gwNorm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, wf), 0));
+                lambda = cc / (gwNorm + 1e-8);
+                for (int i = 0; i < k; i++) coef[i] = 1.0 / k + lambda * wf[i];
+                break;
+            }
+            default:
+            {
+                double g0Norm = Math.Sqrt(Math.Max(Sum(gram), 0)) / k;
+                double gwNorm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, w), 0));
+                lambda = gwNorm > 0 ? c * g0Norm / gwNorm : 0.0;
+                for (int i = 0; i < k; i++) coef[i] = 1.0 / k + lambda * w[i];
+                break;
+            }
+        }
+        double scale = Scale(k);
+        for (int i = 0; i < k; i++) coef[i] *= scale;
+        return new CAGradGroupSolution((double[])w.Clone(), lambda, objective, coef, evaluations);
+    }
+
+    /// <summary>The output scale factor for <paramref name="k"/> tasks.</summary>
+    public double Scale(int k)
+    {
+        double c = Options.C;
+        var rescale = Options.Rescale;
+        if (rescale == CAGradRescale.VariantDefault)
+        {
+            rescale = Options.Variant switch
+            {
+                CAGradVariant.Exact => CAGradRescale.SumScale,
+                CAGradVariant.ResearchCode => k == 2 ? CAGradRescale.OnePlusC : CAGradRescale.OnePlusCSquared,
+                _ => CAGradRescale.OnePlusCSquared,
+            };
+        }
+        return rescale switch
+        {
+            CAGradRescale.SumScale => k / (1 + c),
+            CAGradRescale.None => 1.0,
+            CAGradRescale.OnePlusC => 1.0 / (1 + c),
+            CAGradRescale.OnePlusCSquared => 1.0 / (1 + c * c),
+            _ => throw new InvalidOperationException($"Unknown rescale {rescale}."),
+        };
+    }
+
+    private CAGradGroupSolution SolveExact(double[,] gram)
+    {
+        int k = gram.GetLength(0);
+        double c = Options.C;
+        var b = new double[k];
+        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        double coef = c * Math.Sqrt(Math.Max(Sum(gram), 0)) / k;
+        if (k == 2)
+        {
+            // w = (x, 1 - x): f(x) = x b0 + (1 - x) b1 + coef sqrt(q(x)), q(x) = x^2 A + 2x B + C.
+            double a2 = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1], b2 = gram[0, 1] - gram[1, 1], c2 = gram[1, 1];
+            double F(double x) => x * b[0] + (1 - x) * b[1] + coef * Math.Sqrt(Math.Max(x * x * a2 + 2 * x * b2 + c2, 0));
+            double x;
+            int evals;
+            if (Options.Solver == CAGradSolver.BoundedBrent)
+            {
+                var r = ScalarMinimizers.BoundedBrent(F, 0, 1);
+                (x, evals) = (r.X, r.Evaluations);
+            }
+            else
+            {
+                double D(double u)
+                {
+                    double q = Math.Max(u * u * a2 + 2 * u * b2 + c2, 0);
+                    double s = Math.Sqrt(q);
+                    return b[0] - b[1] + (s > 0 ? coef * (u * a2 + b2) / s : 0);
+                }
+                x = ScalarMinimizers.ConvexByDerivative(D, 0, 1);
+                evals = 0;
+            }
+            return Finish(gram, new[] { x, 1 - x }, F(x), evals);
+        }
+        var (w, fun, it) = SimplexSolver.Minimize(gram, b, coef, 0.0);
+        return Finish(gram, w, fun, it);
+    }
+
+    private CAGradGroupSolution SolveToyForm(double[,] gram, double g0Eps, double objEps, double gwEps, double lambdaEps)
+    {
+        _ = gwEps; _ = lambdaEps; // the same constants are applied again in Finish
+        double c = Options.C;
+        double g11 = gram[0, 0], g12 = gram[0, 1], g22 = gram[1, 1];
+        double g0Norm = 0.5 * Math.Sqrt(g11 + g22 + 2 * g12 + g0Eps);
+        double coef = c * g0Norm;
+        double Obj(double x) => coef * Math.Sqrt(x * x * (g11 + g22 - 2 * g12) + 2 * x * (g12 - g22) + g22 + objEps)
+                                + 0.5 * x * (g11 + g22 - 2 * g12) + (0.5 + x) * (g12 - g22) + g22;
+        double xs;
+        int evals;
+        if (Options.Solver == CAGradSolver.Exact)
+        {
+            double a2 = g11 + g22 - 2 * g12;
+            double D(double x)
+            {
+                double s = Math.Sqrt(Math.Max(x * x * a2 + 2 * x * (g12 - g22) + g22 + objEps, 0));
+                return (s > 0 ? coef * (x * a2 + (g12 - g22)) / s : 0) + 0.5 * a2 + (g12 - g22);
+            }
+            xs = ScalarMinimizers.ConvexByDerivative(D, 0, 1);
+            evals = 0;
+        }
+        else
+        {
+            var r = ScalarMinimizers.BoundedBrent(Obj, 0, 1);
+            (xs, evals) = (r.X, r.Evaluations);
+        }
+        return Finish(gram, new[] { xs, 1 - xs }, Obj(xs), evals);
+    }
+
+    private CAGradGroupSolution SolveNyuForm(double[,] gram)
+    {
+        int k = gram.GetLength(0);
+        double cc = Options.C * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
+        var b = new double[k];
+        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        var (w, fun, it) = SimplexSolver.Minimize(gram, b, cc, 1e-8);
+        return Finish(gram, w, fun, it);
+    }
+
+    /// <summary>The research/nyuv2 3-task objective <c>w . GG 1/K + c' sqrt(w^T GG w + 1e-8)</c> at <paramref name="w"/> (for comparisons with SLSQP's value).</summary>
+    public double NyuObjective(double[,] gram, double[] w)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        ArgumentNullException.ThrowIfNull(w);
+        int k = w.Length;
+        double cc = Options.C * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
+        var b = new double[k];
+        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        return SimplexSolver.Objective(gram, b, cc, 1e-8, w);
+    }
+
+    /// <summary>The exact dual objective <c>w . G g0 + c ||g0|| ||g_w||</c> (as CAGrad's precise optimum reports it).</summary>
+    public static double ExactObjective(double[,] gram, double[] w, double c)
+    {
+        ArgumentNullException.ThrowIfNull(gram);
+        ArgumentNullException.ThrowIfNull(w);
+        int k = w.Length;
+        var b = new double[k];
+        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        return SimplexSolver.Objective(gram, b, c * Math.Sqrt(Math.Max(Sum(gram), 0)) / k, 0, w);
+    }
+
+    private static double Sum(double[,] m) { double s = 0; foreach (var v in m) s += v; return s; }
+
+    private static double Mean(double[,] m) => Sum(m) / m.Length;
+}

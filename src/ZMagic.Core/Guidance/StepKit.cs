@@ -1,0 +1,192 @@
+using System.Diagnostics;
+using TorchSharp;
+using ZMagic.Core.Diffusion;
+using ZMagic.Core.Sampling;
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Guidance;
+
+/// <summary>
+/// The shared pieces of a guided step: timed and counted denoiser calls, validated energies, non-finite handling,
+/// the trace entries and the cosine matrix. Internal: strategies are the public surface.
+/// </summary>
+internal sealed class StepKit
+{
+    private readonly GuidedStep _s;
+
+    public StepKit(GuidedStep step)
+    {
+        _s = step;
+        Traces = new ConditionTrace[step.Conditions.Count];
+        for (int k = 0; k < Traces.Length; k++)
+        {
+            var c = step.Conditions[k];
+            Traces[k] = new ConditionTrace { Name = c.Name, Active = c.Schedule.EffectiveWindow.IsActive(step.Timesteps.T) };
+            step.Trace.Conditions.Add(Traces[k]);
+        }
+    }
+
+    public ConditionTrace[] Traces { get; }
+
+    public int T => _s.Timesteps.T;
+
+    /// <summary>Indices of the conditions whose window is open, in the user's order.</summary>
+    public List<int> Active() => Enumerable.Range(0, Traces.Length).Where(k => Traces[k].Active).ToList();
+
+    /// <summary>eps(x, t) with timing and pass counting.</summary>
+    public Tensor Forward(Tensor x)
+    {
+        var sw = Stopwatch.StartNew();
+        var eps = _s.Denoiser.PredictEpsilon(x, _s.TimestepTensor, _s.AlphaBar);
+        _s.Trace.Timings.ForwardMs += sw.Elapsed.TotalMilliseconds;
+        _s.Trace.Passes.DenoiserForwards++;
+        if (!eps.shape.SequenceEqual(x.shape))
+            throw new GuidanceException($"The denoiser returned eps of shape [{string.Join(", ", eps.shape)}] for a sample of shape [{string.Join(", ", x.shape)}].", null, T);
+        return eps;
+    }
+
+    /// <summary>Condition k's per-item energy of <paramref name="x0"/>, validated to be a floating tensor [B].</summary>
+    public Tensor Energy(int k, Tensor x0)
+    {
+        var c = _s.Conditions[k];
+        var sw = Stopwatch.StartNew();
+        Tensor e;
+        try
+        {
+            e = c.Energy(x0);
+        }
+        catch (Exception ex) when (ex is not GuidanceException and not OperationCanceledException)
+        {
+            throw new GuidanceException($"Condition '{c.Name}' failed at timestep {T}: {ex.Message}", c.Name, T, ex);
+        }
+        _s.Trace.Timings.EncoderMs += sw.Elapsed.TotalMilliseconds;
+        _s.Trace.Passes.EncoderCalls++;
+        long b = x0.shape[0];
+        if (e is null || e.dim() != 1 || e.shape[0] != b)
+            throw new GuidanceException(
+                $"Condition '{c.Name}' returned an energy of shape [{(e is null ? "null" : string.Join(", ", e.shape))}] at timestep {T}; expected one energy per batch item, shape [{b}].",
+                c.Name, T);
+        if (!torch.is_floating_point(e))
+            throw new GuidanceException($"Condition '{c.Name}' returned an energy of dtype {e.dtype}; expected a floating-point tensor.", c.Name, T);
+        return e;
+    }
+
+    /// <summary>
+    /// Applies the non-finite policy to <paramref name="value"/> of condition k. Returns true when the value is finite;
+    /// false when the condition is skipped this step; throws under <see cref="NonFinitePolicy.Fail"/>.
+    /// </summary>
+    public bool CheckFinite(int k, Tensor value, string what)
+    {
+        if (torch.isfinite(value).all().item<bool>()) return true;
+        var name = _s.Conditions[k].Name;
+        if (_s.NonFinitePolicy == NonFinitePolicy.Fail)
+            throw new GuidanceException($"Condition '{name}' produced a non-finite {what} at timestep {T} (step {_s.Trace.Index}).", name, T);
+        Traces[k].Skipped = true;
+        return false;
+    }
+
+    /// <summary>The step size of condition k.</summary>
+    public double StepSize(int k, Tensor eps, Tensor? gradient)
+    {
+        var rule = _s.Conditions[k].Schedule.StepSize;
+        var g = gradient ?? torch.empty(0, eps.dtype, eps.device);
+        double rho = rule.StepSize(new StepSizeContext(T, _s.Timesteps.Next, _s.AlphaBar, _s.AlphaBarNext, eps, g));
+        if (!double.IsFinite(rho))
+        {
+            var name = _s.Conditions[k].Name;
+            if (_s.NonFinitePolicy == NonFinitePolicy.Fail)
+                throw new GuidanceException($"Condition '{name}' got a non-finite step size {rho} at timestep {T}.", name, T);
+            Traces[k].Skipped = true;
+        }
+        Traces[k].StepSize = rho;
+        return rho;
+    }
+
+    /// <summary>One backward pass (gradient of a scalar), timed and counted.</summary>
+    public Tensor Backward(Tensor scalar, Tensor input, bool retainGraph, bool createGraph = false, string what = "gradient")
+    {
+        var sw = Stopwatch.StartNew();
+        var g = SafeGrad.Grad(scalar, input, retainGraph, createGraph, what);
+        _s.Trace.Timings.BackwardMs += sw.Elapsed.TotalMilliseconds;
+        _s.Trace.Passes.DenoiserBackwards++;
+        return g;
+    }
+
+    /// <summary>An encoder-only gradient (no denoiser in the graph): timed as backward, counted nowhere but here.</summary>
+    public Tensor EncoderBackward(Tensor scalar, Tensor input, bool retainGraph)
+    {
+        var sw = Stopwatch.StartNew();
+        var g = SafeGrad.Grad(scalar, input, retainGraph, false, "encoder gradient");
+        _s.Trace.Timings.EncoderMs += sw.Elapsed.TotalMilliseconds;
+        return g;
+    }
+
+    /// <summary>One vector-Jacobian product, timed and counted.</summary>
+    public Tensor Vjp(Tensor output, Tensor input, Tensor v, bool retainGraph)
+    {
+        var sw = Stopwatch.StartNew();
+        var d = SafeGrad.Vjp(output, input, v, retainGraph, false, "vector-Jacobian product");
+        _s.Trace.Timings.VjpMs += sw.Elapsed.TotalMilliseconds;
+        _s.Trace.Passes.Vjps++;
+        return d;
+    }
+
+    /// <summary>Runs the combiner, timed.</summary>
+    public Tensor Combine(IReadOnlyList<Tensor> tasks)
+    {
+        var sw = Stopwatch.StartNew();
+        var u = _s.Combiner.Combine(tasks);
+        _s.Trace.Timings.CombinerMs += sw.Elapsed.TotalMilliseconds;
+        if (!u.shape.SequenceEqual(tasks[0].shape))
+            throw new GuidanceException($"Combiner '{_s.Combiner.Name}' returned shape [{string.Join(", ", u.shape)}]; expected [{string.Join(", ", tasks[0].shape)}].", null, T);
+        return u;
+    }
+
+    /// <summary>Records the energy (summed over the batch) of condition k.</summary>
+    public void RecordEnergy(int k, Tensor energy) => Traces[k].Energy = energy.detach().sum().to(ScalarType.Float64).item<double>();
+
+    /// <summary>Records the L2 norm of condition k's task gradient (before the step size).</summary>
+    public void RecordNorm(int k, Tensor gradient) => Traces[k].GradientNorm = gradient.detach().to(ScalarType.Float64).norm().item<double>();
+
+    /// <summary>
+    /// The pairwise cosine matrix over all conditions (NaN where a condition has no gradient this step), from one
+    /// Gram matrix of the given per-condition gradients.
+    /// </summary>
+    public void RecordCosines(IReadOnlyList<int> indices, IReadOnlyList<Tensor> gradients)
+    {
+        if (indices.Count < 2) return;
+        int n = Traces.Length;
+        var cos = new double[n][];
+        for (int i = 0; i < n; i++) { cos[i] = new double[n]; Array.Fill(cos[i], double.NaN); }
+        using (torch.NewDisposeScope())
+        {
+            var gram = TaskGram.Compute(gradients, perChannel: false)[0];
+            for (int a = 0; a < indices.Count; a++)
+                for (int b = 0; b < indices.Count; b++)
+                {
+                    double den = Math.Sqrt(gram[a, a] * gram[b, b]);
+                    cos[indices[a]][indices[b]] = den > 0 ? gram[a, b] / den : double.NaN;
+                }
+        }
+        _s.Trace.GradientCosines = cos;
+    }
+
+    /// <summary>Passes a detached view of an intermediate to the step's probe, if any.</summary>
+    public void Inspect(string name, Tensor value)
+    {
+        if (_s.Inspect is { } probe) probe(name, value.detach());
+    }
+
+    /// <summary>The plain sampler step, without gradients (one forward).</summary>
+    public Tensor Unguided()
+    {
+        using var _ = torch.no_grad();
+        var eps = Forward(_s.X);
+        var x0 = Tweedie.X0(_s.X, eps, _s.AlphaBar);
+        Inspect("eps", eps);
+        Inspect("x0", x0);
+        var next = _s.Sampler.Step(_s.X, x0, eps, _s.AlphaBar, _s.AlphaBarNext, _s.Noise);
+        Inspect("base", next);
+        return next;
+    }
+}

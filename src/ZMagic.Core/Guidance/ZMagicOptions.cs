@@ -1,0 +1,86 @@
+namespace ZMagic.Core.Guidance;
+
+/// <summary>What the Jacobian J = d proposal / d x_t of Z-Magic's pull-back contains.</summary>
+public enum ZMagicJacobian
+{
+    /// <summary>
+    /// As the research code: the sampler step and the denoiser, but not the Hessian of the first energy (g1 is
+    /// taken without create_graph). One vector-Jacobian product per later condition. The default.
+    /// </summary>
+    ResearchCode,
+    /// <summary>The paper's formula: J also contains <c>-rho_1 Hessian(E_1)</c> (g1 with create_graph; double backward).</summary>
+    Full,
+    /// <summary>First-order shortcut: J = identity, <c>d_k = gh_k</c>; no vector-Jacobian product.</summary>
+    FirstOrder,
+}
+
+/// <summary>How three or more conditions are chained.</summary>
+public enum ZMagicChaining
+{
+    /// <summary>Every later condition is evaluated at the proposal of the first condition (c1->c2, c1->c3). The default.</summary>
+    Star,
+    /// <summary>
+    /// Each later condition is evaluated at the previous condition's proposal (c1->c2->c3): the proposal is moved by
+    /// each evaluated condition's own gradient at it, <c>p_{k+1} = p_k - rho_k gh_k</c>. Every pull-back goes through
+    /// the first step (gh treated as constants, as in <see cref="ZMagicJacobian.ResearchCode"/>).
+    /// </summary>
+    Chain,
+}
+
+/// <summary>How the combined update is applied.</summary>
+public enum ZMagicUpdateRule
+{
+    /// <summary>The paper's reading: <c>x_t' = S(x_t) - u</c>, the combined update u replacing the individual terms. The default.</summary>
+    Replacement,
+    /// <summary>
+    /// The research code's rule (for parity): the individual terms are subtracted once into the sequential state,
+    /// then again together with the combined update: <c>x_t' = S(x_t) - 2 sum_k D_k - u</c>.
+    /// </summary>
+    ResearchCode,
+}
+
+/// <summary>Where later conditions get their noise prediction at the proposal.</summary>
+public enum ZMagicProposal
+{
+    /// <summary>A second denoiser forward at the proposal, at the same t (the method as published). The default.</summary>
+    Exact,
+    /// <summary>
+    /// Cheaper: reuse the first call's eps at the proposal, <c>x0(p) = (p - sqrt(1 - abar) eps(x_t)) / sqrt(abar)</c>
+    /// (one forward; the later gradients then only pass through the encoders and the pull-back).
+    /// </summary>
+    ReuseFirstForward,
+}
+
+/// <summary>Options of <see cref="ZMagicStrategy"/>.</summary>
+public sealed record ZMagicOptions
+{
+    /// <summary>What the pull-back's Jacobian contains.</summary>
+    public ZMagicJacobian Jacobian { get; init; } = ZMagicJacobian.ResearchCode;
+
+    /// <summary>Chaining of three or more conditions.</summary>
+    public ZMagicChaining Chaining { get; init; } = ZMagicChaining.Star;
+
+    /// <summary>How the combined update is applied.</summary>
+    public ZMagicUpdateRule UpdateRule { get; init; } = ZMagicUpdateRule.Replacement;
+
+    /// <summary>Second denoiser forward at the proposal, or reuse of the first.</summary>
+    public ZMagicProposal Proposal { get; init; } = ZMagicProposal.Exact;
+
+    /// <summary>
+    /// Research-code parity for three or more conditions under star chaining: each later condition after the first
+    /// builds its proposal from the base step with its own fresh noise draw (<see cref="GuidedStep.DrawNoise"/>), as
+    /// the research code's separate branches do. Costs one denoiser forward per later condition instead of one
+    /// shared forward. Off by default.
+    /// </summary>
+    public bool BranchNoise { get; init; }
+
+    /// <summary>Everything as the research code runs it (research Jacobian, star, research update rule, branch noise).</summary>
+    public static ZMagicOptions ResearchCodeParity { get; } = new()
+    {
+        Jacobian = ZMagicJacobian.ResearchCode,
+        Chaining = ZMagicChaining.Star,
+        UpdateRule = ZMagicUpdateRule.ResearchCode,
+        Proposal = ZMagicProposal.Exact,
+        BranchNoise = true,
+    };
+}
