@@ -1,0 +1,74 @@
+using System.Text.Json;
+using TorchSharp;
+using ZMagic.Models.Ddpm;
+using ZMagic.TestSupport;
+using static TorchSharp.torch;
+
+namespace ZMagic.Models.Tests;
+
+/// <summary>Parity of the ermongroup DDPM UNet with FreeDoM's Face-GD/models/diffusion.py Model (zmagic_steps/denoiser_forward*).</summary>
+public class DdpmGoldenTests
+{
+    public static TheoryData<string> ForwardCases() =>
+        Golden.Cases("zmagic_steps", d => Path.GetFileName(d).StartsWith("denoiser_forward", StringComparison.Ordinal));
+
+    private static (DdpmUNetConfig Config, string Weights) ModelOf(string caseDir, JsonElement cj)
+    {
+        var config = Assert.IsType<DdpmUNetConfig>(BackboneConfig.FromJson(cj));
+        var weights = Path.GetFullPath(Path.Combine(caseDir, cj.GetProperty("model").GetProperty("weights").GetString()!));
+        return (config, weights);
+    }
+
+    [Theory, Trait("Category", "Golden")]
+    [MemberData(nameof(ForwardCases))]
+    public void Forward_float32_matches_reference(string caseDir)
+    {
+        using var scope = torch.NewDisposeScope();
+        var cj = Golden.CaseJson(caseDir);
+        var (config, weights) = ModelOf(caseDir, cj);
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        using var d = DdpmDenoiser.Load(weights, config);
+        Assert.Equal(ScalarType.Float32, d.DType);
+        using var noGrad = torch.no_grad();
+        var eps = d.Forward(inputs["x"].to(ScalarType.Float32), inputs["t"]);
+        var (abs, rel) = CaseTolerance.Get(cj, "eps_f32");
+        TensorAssert.Close(eps, outputs["eps_f32"], abs, rel, $"{Path.GetFileName(caseDir)} eps_f32");
+    }
+
+    [Theory, Trait("Category", "Golden")]
+    [MemberData(nameof(ForwardCases))]
+    public void Forward_float64_matches_reference(string caseDir)
+    {
+        using var scope = torch.NewDisposeScope();
+        var cj = Golden.CaseJson(caseDir);
+        var (config, weights) = ModelOf(caseDir, cj);
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        using var d = DdpmDenoiser.Load(weights, config);
+        d.To(ScalarType.Float64);
+        Assert.Equal(ScalarType.Float64, d.DType);
+        using var noGrad = torch.no_grad();
+        var eps = d.Forward(inputs["x"].to(ScalarType.Float64), inputs["t"]);
+        Assert.Equal(ScalarType.Float64, eps.dtype);
+        var (abs, rel) = CaseTolerance.Get(cj, "eps_f64");
+        TensorAssert.Close(eps, outputs["eps_f64"], abs, rel, $"{Path.GetFileName(caseDir)} eps_f64");
+    }
+
+    [Theory, Trait("Category", "Golden")]
+    [MemberData(nameof(ForwardCases))]
+    public void Timestep_sinusoid_matches_reference(string caseDir)
+    {
+        using var scope = torch.NewDisposeScope();
+        var cj = Golden.CaseJson(caseDir);
+        var (config, _) = ModelOf(caseDir, cj);
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        var emb = DdpmUNet.TimestepEmbedding(inputs["t"], config.Ch);
+        Assert.Equal(ScalarType.Float32, emb.dtype);
+        var tol = cj.GetProperty("tolerance").GetProperty("temb_sinusoid_f32");
+        double abs = tol.GetProperty("abs").GetDouble();
+        double rel = tol.TryGetProperty("rel", out var r) ? r.GetDouble() : 0;
+        TensorAssert.Close(emb, outputs["temb_sinusoid_f32"], abs, rel, $"{Path.GetFileName(caseDir)} temb_sinusoid_f32");
+    }
+}
