@@ -89,9 +89,9 @@ public static class ImageFiles
     }
 
     /// <summary>Writes images [B, C, H, W] in [-1, 1] as a PNG grid.</summary>
-    public static void WriteGrid(Tensor images, string path, int columns, int scale = 1)
+    public static void WriteGrid(Tensor images, string path, int columns, int scale = 1, int gap = 2)
     {
-        using var bmp = Grid(images, columns, scale);
+        using var bmp = Grid(images, columns, scale, gap);
         WritePng(bmp, path);
     }
 }

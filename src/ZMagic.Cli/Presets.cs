@@ -3,6 +3,7 @@ using ZMagic.Core.IO;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models;
 using ZMagic.Models.Ddpm;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace ZMagic.Cli;
@@ -22,7 +23,7 @@ public static class Presets
     /// <summary>Every preset, by name.</summary>
     public static IReadOnlyList<BackbonePreset> All { get; } = new[]
     {
-        new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 2x2 space-to-depth view, 1x32x32",
+        new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
             "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig, d => new DigitsDenoiser(d), DigitsWeights.PriorResource),
         new BackbonePreset("celeba-hq-ddpm", "SDEdit / FreeDoM CelebA-HQ 256 DDPM (ermongroup UNet, ch 128, ch_mult 1,1,2,2,4,4)",
             "celeba_hq.ckpt from SDEdit (see docs/models.md)", DdpmUNetConfig.CelebAHq, d => d),

@@ -29,7 +29,7 @@ public static class TrainCommand
           --seed S           base seed (default 1234; guide S, judge S+1, prior S+2)
           --cache DIR        where the npm tarball is kept (default: ~/.cache/zmagic)
           --only LIST        train only some of guide,judge,prior (default: all)
-          --prior-steps N    optimiser steps of the prior (default 4000)
+          --prior-steps N    optimiser steps of the prior (default 1200)
           --prior-batch B    batch size of the prior (default 64)
           --prior-lr LR      peak learning rate of the prior (default 1e-3)
           --threads T        libtorch threads (default 2)
@@ -51,7 +51,7 @@ public static class TrainCommand
         var only = (p.String("only") ?? "guide,judge,prior").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
         foreach (var o in only)
             if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
-        int priorSteps = p.Int("prior-steps", 4000, 1, 10_000_000);
+        int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
         int priorBatch = p.Int("prior-batch", 64, 1, 4096);
         double priorLr = p.Double("prior-lr", 1e-3);
         int threads = p.Int("threads", 2, 1, 256);
@@ -99,7 +99,7 @@ public static class TrainCommand
         {
             using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
             var cfg = DigitsModels.PriorConfig;
-            string description = $"DDPM UNet on 2x2 space-to-depth (4 ch at 16x16), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr} (warm-up), grad clip 1, EMA";
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr} (warm-up), grad clip 1, EMA";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,

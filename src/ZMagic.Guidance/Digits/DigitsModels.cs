@@ -16,20 +16,20 @@ public static class DigitsModels
     }
 
     /// <summary>
-    /// The prior's network: the project's DDPM UNet (ermongroup layout) with a small config, run on the 2x2
-    /// space-to-depth view of the 32x32 digit (4 channels at 16x16; see <see cref="DigitsDenoiser"/>): ch 32,
+    /// The prior's network: the project's DDPM UNet (ermongroup layout) with a small config, run on the 4x4
+    /// space-to-depth view of the 32x32 digit (16 channels at 8x8; see <see cref="DigitsDenoiser"/>): ch 32,
     /// ch_mult [1, 2, 2], one res block per level, attention only in the middle block, linear betas over 1000 steps.
     /// </summary>
     public static DdpmUNetConfig PriorConfig { get; } = new()
     {
         Ch = 32,
-        OutCh = 4,
+        OutCh = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
         ChMult = [1, 2, 2],
         NumResBlocks = 1,
         AttnResolutions = [],
         Dropout = 0.0,
-        InChannels = 4,
-        Resolution = MnistData.Size / 2,
+        InChannels = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
+        Resolution = MnistData.Size / DigitsDenoiser.Factor,
         ResampWithConv = true,
     };
 

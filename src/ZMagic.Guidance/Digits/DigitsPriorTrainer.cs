@@ -47,6 +47,7 @@ public static class DigitsPriorTrainer
         using var sqrt1mAb = torch.tensor(schedule.AlphaBars.Select(a => Math.Sqrt(1 - a)).ToArray()).to(ScalarType.Float32);
         model.train();
         var parameters = model.parameters().ToList();
+        foreach (var p in parameters) p.requires_grad = true; // backbones come frozen for inference
         using var opt = optim.Adam(parameters, lr);
         var ema = parameters.Select(p => p.detach().clone()).ToList();
         long n = data.TrainImages.shape[0];
@@ -71,7 +72,7 @@ public static class DigitsPriorTrainer
                 double l = loss.item<float>();
                 recent.Enqueue(l);
                 if (recent.Count > 200) recent.Dequeue();
-                double decay = Math.Min(0.999, (1.0 + step) / (10.0 + step));
+                double decay = Math.Min(0.995, (1.0 + step) / (10.0 + step));
                 using (torch.no_grad())
                 {
                     for (int i = 0; i < parameters.Count; i++) ema[i].mul_(decay).add_(parameters[i].detach(), alpha: 1 - decay);
@@ -93,7 +94,7 @@ public static class DigitsPriorTrainer
         return new PriorReport(model, recent.Average(), sw.Elapsed.TotalSeconds, description);
     }
 
-    private static void Swap(List<nn.Parameter> parameters, List<Tensor> ema)
+    private static void Swap(List<TorchSharp.Modules.Parameter> parameters, List<Tensor> ema)
     {
         using var _ = torch.no_grad();
         for (int i = 0; i < parameters.Count; i++)

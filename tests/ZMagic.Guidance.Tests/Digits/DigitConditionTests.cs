@@ -83,9 +83,10 @@ public class DigitConditionTests
     {
         using var x = torch.arange(2 * 32 * 32, dtype: ScalarType.Float32).reshape(2, 1, 32, 32);
         using var s = DigitsDenoiser.SpaceToDepth(x);
-        Assert.Equal(new long[] { 2, 4, 16, 16 }, s.shape);
+        Assert.Equal(new long[] { 2, 16, 8, 8 }, s.shape);
         Assert.Equal(x[0, 0, 0, 1].item<float>(), s[0, 1, 0, 0].item<float>());
-        Assert.Equal(x[0, 0, 1, 0].item<float>(), s[0, 2, 0, 0].item<float>());
+        Assert.Equal(x[0, 0, 1, 0].item<float>(), s[0, 4, 0, 0].item<float>());
+        Assert.Equal(x[1, 0, 5, 6].item<float>(), s[1, 4 * 1 + 2, 1, 1].item<float>());
         using var back = DigitsDenoiser.DepthToSpace(s);
         Assert.True(back.equal(x));
     }
