@@ -32,10 +32,11 @@ public sealed record ConditionSpec(string Name, IReadOnlyDictionary<string, stri
 }
 
 /// <summary>What a condition factory may use.</summary>
-/// <param name="Denoiser">The backbone (channels, size).</param>
+/// <param name="Channels">Channels of the images being generated.</param>
+/// <param name="Size">Side of the images being generated.</param>
 /// <param name="Device">Where sampling runs.</param>
 /// <param name="Resources">Shared, lazily loaded networks (disposed by the caller).</param>
-public sealed record ConditionContext(IDenoiser Denoiser, Device Device, ConditionResources Resources);
+public sealed record ConditionContext(int Channels, int Size, Device Device, ConditionResources Resources);
 
 /// <summary>Lazily loaded networks that several conditions share (one guide classifier for all digit conditions).</summary>
 public sealed class ConditionResources : IDisposable
@@ -128,8 +129,8 @@ public static class ConditionRegistry
 
     private static void RequireDigits(ConditionSpec s, ConditionContext c)
     {
-        if (c.Denoiser.Channels != 1 || c.Denoiser.SampleSize != MnistData.Size)
-            throw new UsageException($"Condition '{s.Name}' works on 1x{MnistData.Size}x{MnistData.Size} digits, but the preset makes {c.Denoiser.Channels}x{c.Denoiser.SampleSize}x{c.Denoiser.SampleSize} images.");
+        if (c.Channels != 1 || c.Size != MnistData.Size)
+            throw new UsageException($"Condition '{s.Name}' works on 1x{MnistData.Size}x{MnistData.Size} digits, but the preset makes {c.Channels}x{c.Size}x{c.Size} images.");
     }
 
     private static GuidanceSchedule Schedule(ConditionSpec s, double defaultScale) => new(new SqrtAlphaBarStepSize(Num(s, "scale", defaultScale, 0, 1e9)));

@@ -38,7 +38,7 @@ public class GenerateTests
             }
             using (var one = SKBitmap.Decode(Path.Combine(outDir, "sample_000.png"))) Assert.Equal(32, one.Width);
             var csv = File.ReadAllLines(Path.Combine(outDir, "trace.csv"));
-            Assert.Equal(1 + 3 * 2 * 2, csv.Length); // header + steps x conditions x batches
+            Assert.Equal(1 + 3 * 2, csv.Length); // header + steps x conditions (one batch)
             Assert.Contains("\"steps\"", File.ReadAllText(Path.Combine(outDir, "trace.json")));
         }
         finally { Directory.Delete(dir, true); }

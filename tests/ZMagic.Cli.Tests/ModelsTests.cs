@@ -30,7 +30,8 @@ public class ModelsTests
             Assert.Contains("OK", ok.Out);
             var no = CliRunner.Run("models", "check", "--preset", "digits", bad);
             Assert.Equal(ExitCodes.Input, no.Code);
-            Assert.Contains("unexpected key 'down.0.block.1.", no.Err);
+            Assert.Contains("unexpected key '", no.Err);
+            Assert.Contains(".block.1.", no.Err);
             var other = CliRunner.Run("models", "check", "--preset", "celeba-hq-ddpm", good);
             Assert.Equal(ExitCodes.Input, other.Code);
             Assert.Contains("missing key", other.Err);

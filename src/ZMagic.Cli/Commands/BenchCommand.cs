@@ -60,7 +60,7 @@ public static class BenchCommand
                     conditions.Add(new DigitStyleCondition(resources.Guide, reference, schedule));
                     img.Dispose(); lab.Dispose();
                 }
-                else conditions.Add(new ToyQuadraticCondition($"toy{k}", k, denoiser.Channels, denoiser.SampleSize, schedule));
+                else conditions.Add(new ToyQuadraticCondition($"toy{k}", k, preset.Channels, preset.Size, schedule));
             }
             IGuidanceStrategy strategy = method switch
             {

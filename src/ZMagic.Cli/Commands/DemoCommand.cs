@@ -29,6 +29,9 @@ public static class DemoCommand
           --class C        wanted digit 0..9 (default 3)
           --ink X          wanted ink mass (default 0.17; MNIST averages about 0.10)
           --reference I    style reference: index among the embedded held-out digits
+          --scales A,B,C   step-size scales of class, thickness, style (rho = sqrt(abar) * scale)
+          --cagrad-c C     CAGrad's c (default 0.5)
+          --style-threshold D  style distance counted as success
           --threads T      libtorch threads (default 2)
           --quiet          no progress bar
 
@@ -39,7 +42,7 @@ public static class DemoCommand
     /// <summary>Runs the command.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "samples", "seed", "steps", "methods", "threads", "class", "ink", "reference", "batch" }, new[] { "quiet" });
+        var p = ParsedArgs.Parse(args, new[] { "out", "samples", "seed", "steps", "methods", "threads", "class", "ink", "reference", "batch", "scales", "cagrad-c", "style-threshold" }, new[] { "quiet" });
         if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
         if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
         var d = new DemoOptions();
@@ -52,6 +55,14 @@ public static class DemoCommand
         double ink = p.Double("ink", d.TargetInk);
         if (!(ink > d.InkTolerance && ink < 1 - d.InkTolerance)) throw new UsageException($"--ink must be in ({d.InkTolerance}, {1 - d.InkTolerance}); got {ink}.");
         int samples = p.Int("samples", d.Samples, 1, 10_000);
+        var scales = new[] { d.ClassScale, d.ThicknessScale, d.StyleScale };
+        if (p.String("scales") is { } sc)
+        {
+            var parts = sc.Split(',');
+            if (parts.Length != 3 || parts.Any(x => !double.TryParse(x, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) || !(v >= 0) || !double.IsFinite(v)))
+                throw new UsageException($"--scales needs three non-negative numbers CLASS,THICKNESS,STYLE; got '{sc}'.");
+            scales = parts.Select(x => double.Parse(x, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        }
         var options = d with
         {
             OutDir = p.String("out") ?? d.OutDir,
@@ -63,6 +74,11 @@ public static class DemoCommand
             TargetInk = ink,
             ReferenceIndex = p.Int("reference", d.ReferenceIndex, 0, int.MaxValue),
             Batch = p.Int("batch", d.Batch, 1, 4096),
+            ClassScale = scales[0],
+            ThicknessScale = scales[1],
+            StyleScale = scales[2],
+            CAGradC = p.Double("cagrad-c", d.CAGradC),
+            StyleThreshold = p.Double("style-threshold", d.StyleThreshold),
         };
         if (File.Exists(options.OutDir)) throw new UsageException($"--out '{options.OutDir}' is a file; give a folder.");
         App.SetThreads(p.Int("threads", 2, 1, 256));

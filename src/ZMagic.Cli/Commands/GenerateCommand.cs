@@ -72,12 +72,13 @@ public static class GenerateCommand
         App.SetThreads(p.Int("threads", 2, 1, 256));
         if (weights is not null && !File.Exists(weights)) throw new InputException($"Weights file '{weights}' does not exist.");
 
-        var denoiser = Presets.Load(preset, weights, random, device);
         using var resources = new ConditionResources();
+        // Conditions first: a bad condition or reference image fails fast, before a large checkpoint is read.
+        var conditions = ConditionRegistry.Build(specs, new ConditionContext(preset.Channels, preset.Size, device, resources));
+        var denoiser = Presets.Load(preset, weights, random, device);
         try
         {
-            var conditions = ConditionRegistry.Build(specs, new ConditionContext(denoiser, device, resources));
-            if (device.type != DeviceType.CPU) resources.Guide.to(device);
+            if (device.type != DeviceType.CPU && specs.Count > 0) resources.Guide.to(device);
             IGuidanceStrategy strategy = method switch
             {
                 "vanilla" => new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }),

@@ -46,8 +46,10 @@ public static class ModelsCommand
             stdout.WriteLine($"OK: '{file}' fits preset '{presetToCheck.Name}' (every key and shape matches).");
             return ExitCodes.Ok;
         }
-        stderr.WriteLine($"'{file}' does not fit preset '{presetToCheck.Name}' ({problems.Count} problem{(problems.Count == 1 ? "" : "s")}):");
-        foreach (var pr in problems.Take(20)) stderr.WriteLine($"  {pr}");
+        int missing = problems.Count(x => x.StartsWith("missing", StringComparison.Ordinal));
+        int unexpected = problems.Count(x => x.StartsWith("unexpected", StringComparison.Ordinal));
+        stderr.WriteLine($"'{file}' does not fit preset '{presetToCheck.Name}': {missing} missing key(s), {unexpected} unexpected key(s), {problems.Count - missing - unexpected} shape mismatch(es):");
+        foreach (var pr in problems.OrderBy(x => x.StartsWith("key", StringComparison.Ordinal)).Take(20)) stderr.WriteLine($"  {pr}");
         if (problems.Count > 20) stderr.WriteLine($"  ... and {problems.Count - 20} more");
         return ExitCodes.Input;
     }

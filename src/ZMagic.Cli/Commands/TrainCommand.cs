@@ -30,7 +30,7 @@ public static class TrainCommand
           --cache DIR        where the npm tarball is kept (default: ~/.cache/zmagic)
           --only LIST        train only some of guide,judge,prior (default: all)
           --prior-steps N    optimiser steps of the prior (default 1200)
-          --prior-batch B    batch size of the prior (default 64)
+          --prior-batch B    batch size of the prior (default 32)
           --prior-lr LR      peak learning rate of the prior (default 1e-3)
           --threads T        libtorch threads (default 2)
 
@@ -52,7 +52,7 @@ public static class TrainCommand
         foreach (var o in only)
             if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
         int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
-        int priorBatch = p.Int("prior-batch", 64, 1, 4096);
+        int priorBatch = p.Int("prior-batch", 32, 1, 4096);
         double priorLr = p.Double("prior-lr", 1e-3);
         int threads = p.Int("threads", 2, 1, 256);
         App.SetThreads(threads);
@@ -104,10 +104,10 @@ public static class TrainCommand
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,
                 checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
-                checkpointEvery: 250, progress: reporter, ct: ct);
+                checkpointEvery: 50, progress: reporter, ct: ct);
             stderr.WriteLine();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s |"));
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
         }
 

@@ -10,7 +10,8 @@ namespace ZMagic.Guidance.Digits;
 /// <param name="FinalLoss">Mean epsilon loss over the last 200 steps (raw weights).</param>
 /// <param name="Seconds">Wall time.</param>
 /// <param name="Description">Architecture and optimiser, for TRAINING.md.</param>
-public sealed record PriorReport(nn.Module Model, double FinalLoss, double Seconds, string Description);
+/// <param name="CpuSecondsPerStep">Process CPU time per optimiser step (all threads), a contention-independent cost.</param>
+public sealed record PriorReport(nn.Module Model, double FinalLoss, double Seconds, string Description, double CpuSecondsPerStep);
 
 /// <summary>
 /// Trains the digits DDPM prior with the standard epsilon loss (Ho et al.): linear betas 1e-4..0.02 over 1000 steps,
@@ -52,7 +53,9 @@ public static class DigitsPriorTrainer
         var ema = parameters.Select(p => p.detach().clone()).ToList();
         long n = data.TrainImages.shape[0];
         var recent = new Queue<double>();
-        int warmup = Math.Min(200, Math.Max(1, steps / 10));
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        // Fixed warm-up, so that the EMA checkpoint at step N of a run equals the result of a run of N steps.
+        const int warmup = 100;
         for (int step = 1; step <= steps; step++)
         {
             ct.ThrowIfCancellationRequested();
@@ -91,7 +94,8 @@ public static class DigitsPriorTrainer
         Swap(parameters, ema);
         foreach (var e in ema) e.Dispose();
         model.eval();
-        return new PriorReport(model, recent.Average(), sw.Elapsed.TotalSeconds, description);
+        double cpuPerStep = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds / steps;
+        return new PriorReport(model, recent.Average(), sw.Elapsed.TotalSeconds, description, cpuPerStep);
     }
 
     private static void Swap(List<TorchSharp.Modules.Parameter> parameters, List<Tensor> ema)

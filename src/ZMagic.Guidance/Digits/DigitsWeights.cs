@@ -89,9 +89,17 @@ public static class DigitsWeights
     public static bool HasEmbedded(string name) =>
         typeof(DigitsWeights).Assembly.GetManifestResourceInfo($"ZMagic.Guidance.Digits.Assets.{name}") is not null;
 
-    /// <summary>Reads an embedded safetensors asset.</summary>
+    /// <summary>
+    /// Environment variable naming a folder whose files replace the embedded assets of the same name (for example the
+    /// output of <c>zmagic train digits --out DIR</c>, to try retrained networks without rebuilding).
+    /// </summary>
+    public const string OverrideVariable = "ZMAGIC_DIGITS_ASSETS";
+
+    /// <summary>Reads an embedded safetensors asset (or its override, see <see cref="OverrideVariable"/>).</summary>
     public static Dictionary<string, Tensor> LoadEmbedded(string name)
     {
+        if (Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } dir && File.Exists(Path.Combine(dir, name)))
+            return SafeTensors.Load(Path.Combine(dir, name));
         using var s = OpenEmbedded(name);
         return SafeTensors.Load(s, "embedded:" + name);
     }

