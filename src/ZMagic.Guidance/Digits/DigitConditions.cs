@@ -45,8 +45,10 @@ public sealed class DigitClassCondition : IGuidanceCondition
 }
 
 /// <summary>
-/// Stroke thickness through ink mass: <c>ink(x0) = mean((x0 + 1) / 2)</c> over the image, and the energy
-/// <c>((ink - target) / tolerance)^2</c>, so an energy below 1 means "within tolerance".
+/// Stroke thickness through ink mass: <c>ink(x0) = mean((x0 + 1) / 2)</c> over the image, and the pseudo-Huber energy
+/// <c>sqrt(1 + ((ink - target) / tolerance)^2) - 1</c>: quadratic near the target, linear far from it, so its gradient
+/// stays bounded (by 1 / (tolerance * pixels)) even on the wild clean estimates of the noisiest steps. An energy below
+/// sqrt(2) - 1 means "within tolerance".
 /// </summary>
 public sealed class StrokeThicknessCondition : IGuidanceCondition
 {
@@ -85,12 +87,14 @@ public sealed class StrokeThicknessCondition : IGuidanceCondition
     }
 
     /// <inheritdoc />
-    public Tensor Energy(Tensor x0) => ((Ink(x0) - TargetInk) / Tolerance).square();
+    public Tensor Energy(Tensor x0) => (((Ink(x0) - TargetInk) / Tolerance).square() + 1).sqrt() - 1;
 }
 
 /// <summary>
-/// Style: the squared Frobenius distance between Gram matrices of the guide classifier's two intermediate feature maps
-/// for x0 and for a reference digit (Gatys et al.), summed over the two layers. The reference is encoded once, here.
+/// Style: the squared Frobenius distance between the Gram matrices (Gatys et al.) of the guide classifier's two
+/// intermediate feature maps for x0 and for a reference digit, each Gram matrix normalised to unit Frobenius norm
+/// (so the energy lies in [0, 8], compares the pattern of feature co-activations rather than their overall magnitude,
+/// and its gradient stays bounded on wild clean estimates), summed over the two layers. The reference is encoded once.
 /// </summary>
 public sealed class DigitStyleCondition : IGuidanceCondition
 {
@@ -116,8 +120,8 @@ public sealed class DigitStyleCondition : IGuidanceCondition
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var (f1, f2, _) = _guide.Features(r.to(ScalarType.Float32));
-        _gram1 = Gram(f1).MoveToOuterDisposeScope();
-        _gram2 = Gram(f2).MoveToOuterDisposeScope();
+        _gram1 = Normalised(Gram(f1)).MoveToOuterDisposeScope();
+        _gram2 = Normalised(Gram(f2)).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc />
@@ -135,13 +139,16 @@ public sealed class DigitStyleCondition : IGuidanceCondition
         return bmm(f, f.transpose(1, 2)) / (c * n);
     }
 
+    private static Tensor Normalised(Tensor gram) =>
+        gram / (gram.square().sum(new long[] { 1, 2 }, keepdim: true) + 1e-12).sqrt();
+
     /// <inheritdoc />
     public Tensor Energy(Tensor x0)
     {
         ArgumentNullException.ThrowIfNull(x0);
         var (f1, f2, _) = _guide.Features(x0);
-        var d1 = (Gram(f1) - _gram1).square().sum(new long[] { 1, 2 });
-        var d2 = (Gram(f2) - _gram2).square().sum(new long[] { 1, 2 });
-        return (d1 + d2) * 1000.0;
+        var d1 = (Normalised(Gram(f1)) - _gram1).square().sum(new long[] { 1, 2 });
+        var d2 = (Normalised(Gram(f2)) - _gram2).square().sum(new long[] { 1, 2 });
+        return d1 + d2;
     }
 }

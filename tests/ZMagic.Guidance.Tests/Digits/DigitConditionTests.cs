@@ -38,7 +38,7 @@ public class DigitConditionTests
         using var x = torch.full(new long[] { 2, 1, 32, 32 }, 2 * 0.2 - 1.0);
         Assert.Equal(0.0, c.Energy(x).abs().max().item<float>(), 5);
         using var n = Noise(2, 1);
-        var (before, after) = Descend(c, n, lr: 0.4, steps: 5);
+        var (before, after) = Descend(c, n, lr: 2.5, steps: 10);
         Assert.True(after < 0.5 * before, $"thickness energy {before} -> {after}");
     }
 
