@@ -1,5 +1,6 @@
 using System.Text.Json;
 using TorchSharp;
+using ZMagic.Models.Adm;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
@@ -7,7 +8,7 @@ namespace ZMagic.Models;
 
 /// <summary>
 /// Architecture and diffusion settings of a pixel-space backbone. The concrete records are
-/// <see cref="DdpmUNetConfig"/> (ermongroup / SDEdit DDPM UNet) and <c>AdmUNetConfig</c> (OpenAI guided-diffusion UNetModel).
+/// <see cref="DdpmUNetConfig"/> (ermongroup / SDEdit DDPM UNet) and <see cref="AdmUNetConfig"/> (OpenAI guided-diffusion UNetModel).
 /// </summary>
 public abstract record BackboneConfig
 {
@@ -16,6 +17,13 @@ public abstract record BackboneConfig
 
     /// <summary>Builds the network with freshly initialised weights on <paramref name="device"/> (CPU by default; "meta" allocates nothing).</summary>
     public abstract nn.Module CreateModule(Device? device = null);
+
+    /// <summary>Parameter elements of the network (state-dict floats); built on the meta device, so nothing is allocated.</summary>
+    public long CountParameters()
+    {
+        using var m = CreateModule(torch.META);
+        return m.state_dict().Values.Sum(t => t.numel());
+    }
 
     /// <summary>Builds a denoiser (network plus schedule) with freshly initialised weights.</summary>
     public abstract BackboneDenoiser CreateDenoiser(Device? device = null);
@@ -34,16 +42,16 @@ public abstract record BackboneConfig
     public static BackboneConfig FromJson(JsonElement json)
     {
         if (json.ValueKind != JsonValueKind.Object) throw new FormatException($"A backbone config must be a JSON object; got {json.ValueKind}.");
-        if (json.TryGetProperty("constructor", out var ctor) && ctor.ValueKind == JsonValueKind.Object) throw new NotSupportedException("ADM configs are not supported yet.");
+        if (json.TryGetProperty("constructor", out var ctor) && ctor.ValueKind == JsonValueKind.Object) return AdmUNetConfig.FromJson(ctor);
         if (json.TryGetProperty("model", out var model) && model.ValueKind == JsonValueKind.Object
             && model.TryGetProperty("config", out var cfg) && cfg.ValueKind == JsonValueKind.Object) return FromJson(cfg);
-        if (json.TryGetProperty("create_model_kwargs", out var kw) && kw.ValueKind == JsonValueKind.Object) throw new NotSupportedException("ADM configs are not supported yet.");
+        if (json.TryGetProperty("create_model_kwargs", out var kw) && kw.ValueKind == JsonValueKind.Object) return AdmUNetConfig.FromJson(kw);
         if (json.TryGetProperty("constructor_config", out var cc) && cc.ValueKind == JsonValueKind.Object) return FromJson(cc);
         if (json.TryGetProperty("config", out var c2) && c2.ValueKind == JsonValueKind.Object) return FromJson(c2);
 
         string? type = json.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
         if (type == "openai" || json.TryGetProperty("model_channels", out _) || json.TryGetProperty("num_channels", out _))
-            throw new NotSupportedException("ADM configs are not supported yet.");
+            return AdmUNetConfig.FromJson(json);
         if (json.TryGetProperty("ch", out _) || (json.TryGetProperty("model", out var m2) && m2.ValueKind == JsonValueKind.Object))
             return DdpmUNetConfig.FromJson(json);
         throw new FormatException("Unrecognised backbone config: expected ermongroup keys (ch, ch_mult, ...) or guided-diffusion keys (model_channels / num_channels, ...).");

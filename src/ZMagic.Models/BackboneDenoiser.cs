@@ -73,11 +73,11 @@ public abstract class BackboneDenoiser : IDenoiser, IDisposable
     /// <summary>
     /// Loads a state dict (checked key by key first; see <see cref="WeightLoader.LoadInto"/>), casting to the current dtype.
     /// </summary>
-    /// <exception cref="StateDictMismatchException">Keys or shapes differ; nothing was copied.</exception>
+    /// <exception cref="BackboneCheckpointMismatchException">Keys or shapes differ; nothing was copied.</exception>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> stateDict, string source = "state dict")
     {
         ThrowIfDisposed();
-        WeightLoader.LoadInto(Module, stateDict, source, DescribeArchitecture(), GuessOtherArchitecture);
+        WeightLoader.LoadInto(Module, stateDict, source, DescribeArchitecture(), sd => GuessOtherArchitecture(sd, Config.Architecture));
     }
 
     /// <summary>Reads a checkpoint file and loads it (see <see cref="WeightLoader.ReadStateDict"/>).</summary>
@@ -117,11 +117,12 @@ public abstract class BackboneDenoiser : IDenoiser, IDisposable
     protected abstract string DescribeArchitecture();
 
     /// <summary>Names another known architecture a mismatching checkpoint seems to belong to, or null.</summary>
-    protected static string? GuessOtherArchitecture(IReadOnlyDictionary<string, Tensor> sd)
+    protected static string? GuessOtherArchitecture(IReadOnlyDictionary<string, Tensor> sd, string ownArchitecture)
     {
-        if (sd.ContainsKey("input_blocks.0.0.weight") || sd.ContainsKey("time_embed.0.weight"))
+        ArgumentNullException.ThrowIfNull(sd);
+        if (ownArchitecture != "adm" && (sd.ContainsKey("input_blocks.0.0.weight") || sd.ContainsKey("time_embed.0.weight")))
             return "the file looks like a guided-diffusion (ADM UNetModel) checkpoint";
-        if (sd.ContainsKey("temb.dense.0.weight") || sd.ContainsKey("conv_in.weight") && sd.ContainsKey("mid.attn_1.q.weight"))
+        if (ownArchitecture != "ddpm" && (sd.ContainsKey("temb.dense.0.weight") || sd.ContainsKey("conv_in.weight") && sd.ContainsKey("mid.attn_1.q.weight")))
             return "the file looks like an ermongroup DDPM (SDEdit Model) checkpoint";
         if (sd.Keys.Any(k => k.StartsWith("conv_in.", StringComparison.Ordinal)) && sd.Keys.Any(k => k.StartsWith("down_blocks.", StringComparison.Ordinal)))
             return "the file looks like a diffusers UNet2DConditionModel checkpoint";

@@ -72,3 +72,40 @@ public class DdpmGoldenTests
         TensorAssert.Close(emb, outputs["temb_sinusoid_f32"], abs, rel, $"{Path.GetFileName(caseDir)} temb_sinusoid_f32");
     }
 }
+
+/// <summary>
+/// The step cases of zmagic_steps store the reference denoiser output eps_xt = Model(x_t, ones(1)*i) in float64 (batch 1, several t):
+/// an extra check of the DDPM port at other timesteps and batch size (the sinusoid's lane grouping differs from batch 2).
+/// </summary>
+public class DdpmStepCaseEpsTests
+{
+    public static TheoryData<string> StepCases() => Golden.Cases("zmagic_steps", d =>
+    {
+        var cj = Golden.CaseJson(d);
+        return cj.TryGetProperty("sampler", out var s) && s.TryGetProperty("timestep_i", out _)
+            && cj.TryGetProperty("dtype", out var dt) && dt.GetString() == "float64"
+            && cj.TryGetProperty("model", out var m) && m.TryGetProperty("config", out _);
+    });
+
+    [Theory, Trait("Category", "Golden")]
+    [MemberData(nameof(StepCases))]
+    public void Eps_of_x_t_matches_reference_in_float64(string caseDir)
+    {
+        using var scope = torch.NewDisposeScope();
+        var cj = Golden.CaseJson(caseDir);
+        var config = Assert.IsType<DdpmUNetConfig>(BackboneConfig.FromJson(cj));
+        var weights = Path.GetFullPath(Path.Combine(caseDir, cj.GetProperty("model").GetProperty("weights").GetString()!));
+        int i = cj.GetProperty("sampler").GetProperty("timestep_i").GetInt32();
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        Assert.True(outputs.ContainsKey("eps_xt"), "case has no eps_xt");
+        using var d = DdpmDenoiser.Load(weights, config);
+        d.To(ScalarType.Float64);
+        var x = inputs["x_t"];
+        var t = torch.ones(x.shape[0], dtype: ScalarType.Float32) * i;
+        using var noGrad = torch.no_grad();
+        var eps = d.Forward(x, t);
+        var tol = cj.GetProperty("tolerance").EnumerateObject().First(p => p.Name.StartsWith("intermediates before CAGrad", StringComparison.Ordinal)).Value;
+        TensorAssert.Close(eps, outputs["eps_xt"], tol.GetProperty("abs").GetDouble(), tol.GetProperty("rel").GetDouble(), $"{Path.GetFileName(caseDir)} eps_xt (t={i})");
+    }
+}

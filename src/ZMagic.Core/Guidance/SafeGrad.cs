@@ -58,7 +58,7 @@ internal static class SafeGrad
                     throw new ArgumentException($"{what}: grad_output {i} has shape [{string.Join(", ", g.shape)}]; expected the output's shape [{string.Join(", ", o.shape)}].", nameof(gradOutputs));
                 if (g.dtype != o.dtype)
                     throw new ArgumentException($"{what}: grad_output {i} has dtype {g.dtype}; expected the output's dtype {o.dtype}.", nameof(gradOutputs));
-                if (g.device != o.device)
+                if (g.device_type != o.device_type || g.device_index != o.device_index)
                     throw new ArgumentException($"{what}: grad_output {i} is on {g.device}; expected the output's device {o.device}.", nameof(gradOutputs));
             }
         }
@@ -69,7 +69,7 @@ internal static class SafeGrad
         var result = torch.autograd.grad(outputs.ToList(), new List<Tensor> { input },
             gradOutputs?.ToList(), retain_graph: retainGraph || createGraph, create_graph: createGraph, allow_unused: true);
         var grad = result[0];
-        if (grad is null || grad.Handle == IntPtr.Zero) return torch.zeros_like(input);
+        if (grad is null || grad.IsInvalid) return torch.zeros_like(input);
         return grad;
     }
 }

@@ -54,9 +54,14 @@ public static class SafeTensors
             foreach (var e in header.Entries)
             {
                 stream.Position = dataStart + e.Begin;
-                var bytes = new byte[e.End - e.Begin];
-                stream.ReadExactly(bytes);
-                result[e.Name] = FromBytes(bytes, e.DType, e.Shape);
+                try
+                {
+                    result[e.Name] = TensorBytes.Read(stream, e.Shape, ToScalarType(e.DType));
+                }
+                catch (EndOfStreamException ex)
+                {
+                    throw new CheckpointFormatException(sourceName, $"tensor '{e.Name}': data ends early (truncated file).", ex);
+                }
             }
         }
         catch
@@ -75,7 +80,6 @@ public static class SafeTensors
     {
         ArgumentNullException.ThrowIfNull(tensors);
         var names = tensors.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
-        var blobs = new List<byte[]>(names.Count);
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms))
         {
@@ -90,8 +94,8 @@ public static class SafeTensors
             foreach (var name in names)
             {
                 var t = tensors[name];
-                var bytes = ToBytes(t, out string dtype);
-                blobs.Add(bytes);
+                string dtype = DTypeName(t.dtype);
+                long nbytes = t.numel() * t.ElementSize;
                 w.WriteStartObject(name);
                 w.WriteString("dtype", dtype);
                 w.WriteStartArray("shape");
@@ -99,10 +103,10 @@ public static class SafeTensors
                 w.WriteEndArray();
                 w.WriteStartArray("data_offsets");
                 w.WriteNumberValue(offset);
-                w.WriteNumberValue(offset + bytes.Length);
+                w.WriteNumberValue(offset + nbytes);
                 w.WriteEndArray();
                 w.WriteEndObject();
-                offset += bytes.Length;
+                offset += nbytes;
             }
             w.WriteEndObject();
         }
@@ -118,7 +122,7 @@ public static class SafeTensors
                 fs.Write(len);
                 fs.Write(json);
                 for (int i = 0; i < pad; i++) fs.WriteByte((byte)' ');
-                foreach (var b in blobs) fs.Write(b);
+                foreach (var name in names) TensorBytes.Write(fs, tensors[name]);
             }
             File.Move(tmp, path, overwrite: true);
         }
@@ -171,6 +175,13 @@ public static class SafeTensors
                 entries.Add(ParseEntry(prop, source, dataLength));
             }
         }
+        if (entries.Select(e => e.Name).Distinct(StringComparer.Ordinal).Count() != entries.Count)
+            throw new CheckpointFormatException(source, "a tensor name is listed twice in the header.");
+        var byOffset = entries.Where(e => e.End > e.Begin).OrderBy(e => e.Begin).ToList();
+        for (int i = 1; i < byOffset.Count; i++)
+            if (byOffset[i].Begin < byOffset[i - 1].End)
+                throw new CheckpointFormatException(source, $"tensors '{byOffset[i - 1].Name}' and '{byOffset[i].Name}' overlap in the data section " +
+                    $"([{byOffset[i - 1].Begin}, {byOffset[i - 1].End}) and [{byOffset[i].Begin}, {byOffset[i].End})).");
         return (new Header(entries, metadata), dataStart);
     }
 
@@ -197,65 +208,53 @@ public static class SafeTensors
             numel *= dim;
         }
         var offs = off.EnumerateArray().ToArray();
-        if (!offs[0].TryGetInt64(out long begin) || !offs[1].TryGetInt64(out long end) || begin < 0 || end < begin || end > dataLength)
+        long begin = -1, end = -1;
+        if (offs[0].ValueKind != JsonValueKind.Number || offs[1].ValueKind != JsonValueKind.Number
+            || !offs[0].TryGetInt64(out begin) || !offs[1].TryGetInt64(out end) || begin < 0 || end < begin || end > dataLength)
             throw new CheckpointFormatException(source, $"tensor '{name}': data_offsets [{offs[0]}, {offs[1]}] are outside the {dataLength}-byte data section.");
         if (numel > long.MaxValue / elemSize || numel * elemSize != end - begin)
             throw new CheckpointFormatException(source, $"tensor '{name}': shape [{string.Join(", ", shape)}] of {dtype} needs {(numel <= long.MaxValue / elemSize ? numel * elemSize : -1)} bytes but data_offsets span {end - begin}.");
-        if (end - begin > int.MaxValue)
-            throw new CheckpointFormatException(source, $"tensor '{name}': {end - begin} bytes exceed the 2 GiB per-tensor limit of this reader.");
         return new SafeTensorEntry(name, dtype, shape, begin, end);
     }
 
     private static int? ElementSize(string dtype) => dtype switch
     {
-        "F64" or "I64" or "U64" => 8,
-        "F32" or "I32" or "U32" => 4,
-        "F16" or "BF16" or "I16" or "U16" => 2,
+        "F64" or "I64" => 8,
+        "F32" or "I32" => 4,
+        "F16" or "BF16" or "I16" => 2,
         "I8" or "U8" or "BOOL" => 1,
         _ => null,
     };
 
-    private static Tensor FromBytes(byte[] bytes, string dtype, long[] shape)
+    private static ScalarType ToScalarType(string dtype) => dtype switch
     {
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("Big-endian hosts are not supported.");
-        ScalarType st = dtype switch
-        {
-            "F64" => ScalarType.Float64,
-            "F32" => ScalarType.Float32,
-            "F16" => ScalarType.Float16,
-            "BF16" => ScalarType.BFloat16,
-            "I64" => ScalarType.Int64,
-            "I32" => ScalarType.Int32,
-            "I16" => ScalarType.Int16,
-            "I8" => ScalarType.Int8,
-            "U8" => ScalarType.Byte,
-            "BOOL" => ScalarType.Bool,
-            _ => throw new NotSupportedException($"dtype {dtype} has no TorchSharp equivalent."),
-        };
-        var t = torch.empty(shape, st);
-        if (bytes.Length > 0) t.bytes = bytes;
-        return t;
-    }
+        "F64" => ScalarType.Float64,
+        "F32" => ScalarType.Float32,
+        "F16" => ScalarType.Float16,
+        "BF16" => ScalarType.BFloat16,
+        "I64" => ScalarType.Int64,
+        "I32" => ScalarType.Int32,
+        "I16" => ScalarType.Int16,
+        "I8" => ScalarType.Int8,
+        "U8" => ScalarType.Byte,
+        "BOOL" => ScalarType.Bool,
+        _ => throw new NotSupportedException($"dtype {dtype} has no TorchSharp equivalent."),
+    };
 
-    private static byte[] ToBytes(Tensor t, out string dtype)
+    private static string DTypeName(ScalarType t) => t switch
     {
-        dtype = t.dtype switch
-        {
-            ScalarType.Float64 => "F64",
-            ScalarType.Float32 => "F32",
-            ScalarType.Float16 => "F16",
-            ScalarType.BFloat16 => "BF16",
-            ScalarType.Int64 => "I64",
-            ScalarType.Int32 => "I32",
-            ScalarType.Int16 => "I16",
-            ScalarType.Int8 => "I8",
-            ScalarType.Byte => "U8",
-            ScalarType.Bool => "BOOL",
-            _ => throw new NotSupportedException($"Cannot write dtype {t.dtype} to safetensors."),
-        };
-        using var c = t.detach().cpu().contiguous();
-        return c.bytes.ToArray();
-    }
+        ScalarType.Float64 => "F64",
+        ScalarType.Float32 => "F32",
+        ScalarType.Float16 => "F16",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        ScalarType.Int16 => "I16",
+        ScalarType.Int8 => "I8",
+        ScalarType.Byte => "U8",
+        ScalarType.Bool => "BOOL",
+        _ => throw new NotSupportedException($"Cannot write dtype {t} to safetensors."),
+    };
 }
 
 /// <summary>One tensor's header entry in a safetensors file.</summary>

@@ -104,6 +104,8 @@ public sealed class ConditionalSampler
                             NonFinitePolicy = options.NonFinitePolicy,
                             Trace = stepTrace,
                             CancellationToken = cancellationToken,
+                            // Extra per-branch draws (Z-Magic's research-code parity) come from the same item streams.
+                            DrawNoise = () => streams.Next(itemShape, options.DType, device),
                         };
                         next = strategy.Step(step).detach();
                         if (r + 1 < repeats)

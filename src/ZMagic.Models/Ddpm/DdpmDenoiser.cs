@@ -28,7 +28,7 @@ public sealed class DdpmDenoiser : BackboneDenoiser
     /// Builds the network for <paramref name="config"/> and loads <paramref name="checkpointPath"/> into it (strict: every key and shape
     /// must match; fp16 weights are cast to float32).
     /// </summary>
-    /// <exception cref="StateDictMismatchException">The checkpoint is for another architecture or config.</exception>
+    /// <exception cref="BackboneCheckpointMismatchException">The checkpoint is for another architecture or config.</exception>
     /// <exception cref="ZMagic.Core.IO.CheckpointFormatException">The file is unreadable.</exception>
     public static DdpmDenoiser Load(string checkpointPath, DdpmUNetConfig config, Device? device = null)
     {

@@ -107,6 +107,8 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
     /// <summary>
     /// The reference <c>get_timestep_embedding(t, dim)</c>: <c>cat(sin(t f), cos(t f))</c> with
     /// <c>f_k = exp(-k ln(10000) / (dim/2 - 1))</c>, computed in float32 whatever the dtype of <paramref name="t"/>; odd dims get a zero column.
+    /// The float32 exp/sin/cos round exactly as PyTorch's CPU kernels (SLEEF, AVX2) do, so the result equals the reference bit for bit
+    /// (computed on the host: the embedding is a constant for autograd).
     /// </summary>
     /// <param name="t">Timesteps [B] (any numeric dtype).</param>
     /// <param name="dim">Embedding width (at least 4).</param>
@@ -116,13 +118,23 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(t);
         if (t.dim() != 1) throw new ArgumentException($"Timesteps must be 1-D [B]; got shape [{string.Join(", ", t.shape)}].", nameof(t));
         if (dim < 4) throw new ArgumentOutOfRangeException(nameof(dim), dim, "The DDPM timestep embedding needs at least 4 channels.");
-        using var scope = torch.NewDisposeScope();
         int half = dim / 2;
-        var freqs = torch.tensor(Frequencies(half), device: t.device);
-        var args = t.to(ScalarType.Float32).unsqueeze(1) * freqs.unsqueeze(0);
-        var emb = torch.cat([args.sin(), args.cos()], 1);
-        if (dim % 2 == 1) emb = nn.functional.pad(emb, new long[] { 0, 1, 0, 0 });
-        return emb.MoveToOuterDisposeScope();
+        var freqs = Frequencies(half);
+        float[] tf;
+        using (var tc = t.detach().to(ScalarType.Float32).cpu()) tf = tc.data<float>().ToArray();
+        int b = tf.Length;
+        var args = new float[b * half];
+        for (int i = 0; i < b; i++)
+            for (int k = 0; k < half; k++) args[i * half + k] = tf[i] * freqs[k];
+        var sin = SleefTrigF.Sin(args);
+        var cos = SleefTrigF.Cos(args);
+        var emb = new float[b * dim];
+        for (int i = 0; i < b; i++)
+        {
+            Array.Copy(sin, i * half, emb, i * dim, half);
+            Array.Copy(cos, i * half, emb, i * dim + half, half);
+        }
+        return torch.tensor(emb, new long[] { b, dim }, device: t.device);
     }
 
     /// <summary>
@@ -133,7 +145,8 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
     {
         float minusStep = (float)(-(Math.Log(10000) / (half - 1)));
         var f = new float[half];
-        for (int k = 0; k < half; k++) f[k] = SleefExpF.Exp(k * minusStep);
+        int vecEnd = half / (2 * SleefTrigF.Lanes) * (2 * SleefTrigF.Lanes); // the scalar tail uses std::exp
+        for (int k = 0; k < half; k++) f[k] = k < vecEnd ? SleefExpF.Exp(k * minusStep) : (float)Math.Exp(k * minusStep);
         return f;
     }
 

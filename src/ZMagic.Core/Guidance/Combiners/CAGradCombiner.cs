@@ -120,9 +120,29 @@ public sealed class CAGradCombiner : IGradientCombiner
         TaskGram.Validate(taskGradients, Options.PerChannel, Name);
         var grams = TaskGram.Compute(taskGradients, Options.PerChannel);
         var solutions = grams.Select(SolveGram).ToArray();
+        int k = taskGradients.Count;
+        if (!UsesTensorNorm(k))
+        {
+            LastSolutions = solutions;
+            return TaskGram.WeightedSum(taskGradients, solutions.Select(s => s.Coefficients).ToArray(), Options.PerChannel);
+        }
+
+        // The research code's 3-task form measures ||g_w|| on the tensors (g_w with float32-rounded weights) and
+        // returns mean + lambda g_w. When the tasks nearly cancel, ||g_w|| from the Gram matrix loses digits, so
+        // this form follows the reference: one more weighted sum and one small transfer of the per-group norms.
+        var rounded = solutions.Select(s => s.Weights.Select(v => (double)(float)v).ToArray()).ToArray();
+        var gw = TaskGram.WeightedSum(taskGradients, rounded, Options.PerChannel);
+        var norms = TaskGram.GroupNorms(gw, Options.PerChannel);
+        for (int c = 0; c < solutions.Length; c++)
+            solutions[c] = Finish(grams[c], solutions[c].Weights, solutions[c].Objective, solutions[c].Evaluations, norms[c]);
         LastSolutions = solutions;
-        return TaskGram.WeightedSum(taskGradients, solutions.Select(s => s.Coefficients).ToArray(), Options.PerChannel);
+        double scale = Scale(k);
+        var mean = TaskGram.WeightedSum(taskGradients, solutions.Select(_ => Enumerable.Repeat(scale / k, k).ToArray()).ToArray(), Options.PerChannel);
+        return mean.add_(TaskGram.ScaleGroups(gw, solutions.Select(s => s.Lambda * scale).ToArray(), Options.PerChannel));
     }
+
+    private bool UsesTensorNorm(int k) =>
+        k >= 3 && Options.Variant is CAGradVariant.ResearchCode or CAGradVariant.NyuV2;
 
     /// <summary>Solves the dual for one Gram matrix [K, K] (float64).</summary>
     public CAGradGroupSolution SolveGram(double[,] gram)
@@ -147,7 +167,12 @@ public sealed class CAGradCombiner : IGradientCombiner
     /// The post-processing for given weights <paramref name="w"/> (to check a stored reference solution or to
     /// inject one): the multiplier, the objective and the final coefficients in this combiner's variant.
     /// </summary>
-    public CAGradGroupSolution Finish(double[,] gram, double[] w, double objective = double.NaN, int evaluations = 0)
+    /// <param name="gram">The Gram matrix [K, K].</param>
+    /// <param name="w">The simplex weights.</param>
+    /// <param name="objective">The objective to report.</param>
+    /// <param name="evaluations">The evaluation count to report.</param>
+    /// <param name="gwNorm">||g_w|| measured on the tensors (the research 3-task form); null: from the Gram matrix.</param>
+    public CAGradGroupSolution Finish(double[,] gram, double[] w, double objective = double.NaN, int evaluations = 0, double? gwNorm = null)
     {
         ArgumentNullException.ThrowIfNull(gram);
         ArgumentNullException.ThrowIfNull(w);
@@ -166,8 +191,8 @@ public sealed class CAGradCombiner : IGradientCombiner
                 double x = w[0];
                 double g0Norm = 0.5 * Math.Sqrt(g11 + g22 + 2 * g12 + g0Eps);
                 double cf = c * g0Norm;
-                double gwNorm = Math.Sqrt(x * x * g11 + (1 - x) * (1 - x) * g22 + 2 * x * (1 - x) * g12 + eps);
-                lambda = cf / (gwNorm + eps);
+                double norm = Math.Sqrt(x * x * g11 + (1 - x) * (1 - x) * g22 + 2 * x * (1 - x) * g12 + eps);
+                lambda = cf / (norm + eps);
                 coef[0] = 0.5 + lambda * x;
                 coef[1] = 0.5 + lambda * (1 - x);
                 break;
@@ -177,16 +202,16 @@ public sealed class CAGradCombiner : IGradientCombiner
             {
                 double cc = c * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
                 var wf = w.Select(v => (double)(float)v).ToArray();   // torch.Tensor(w) rounds to float32
-                double gwNorm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, wf), 0));
-                lambda = cc / (gwNorm + 1e-8);
+                double norm = gwNorm ?? Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, wf), 0));
+                lambda = cc / (norm + 1e-8);
                 for (int i = 0; i < k; i++) coef[i] = 1.0 / k + lambda * wf[i];
                 break;
             }
             default:
             {
                 double g0Norm = Math.Sqrt(Math.Max(Sum(gram), 0)) / k;
-                double gwNorm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, w), 0));
-                lambda = gwNorm > 0 ? c * g0Norm / gwNorm : 0.0;
+                double norm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, w), 0));
+                lambda = norm > 0 ? c * g0Norm / norm : 0.0;
                 for (int i = 0; i < k; i++) coef[i] = 1.0 / k + lambda * w[i];
                 break;
             }

@@ -25,7 +25,7 @@ internal static class TaskGram
                 throw new ArgumentException($"{combiner}: task gradient {i} has shape [{string.Join(", ", t.shape)}]; expected [{string.Join(", ", first.shape)}] like task 0.", nameof(tasks));
             if (t.dtype != first.dtype)
                 throw new ArgumentException($"{combiner}: task gradient {i} has dtype {t.dtype}; expected {first.dtype} like task 0.", nameof(tasks));
-            if (t.device != first.device)
+            if (t.device_type != first.device_type || t.device_index != first.device_index)
                 throw new ArgumentException($"{combiner}: task gradient {i} is on {t.device}; expected {first.device} like task 0.", nameof(tasks));
         }
         if (perChannel && first.dim() < 2)
@@ -96,5 +96,23 @@ internal static class TaskGram
             result = result is null ? term : result.add_(term);
         }
         return result!;
+    }
+
+    /// <summary>L2 norm of <paramref name="t"/> per group (per channel over all other dims, or whole), one host transfer.</summary>
+    public static double[] GroupNorms(Tensor t, bool perChannel)
+    {
+        using var scope = torch.NewDisposeScope();
+        var n = perChannel ? t.transpose(0, 1).reshape(t.shape[1], -1).square().sum(1).sqrt() : t.norm().reshape(1);
+        return n.to(ScalarType.Float64).cpu().data<double>().ToArray();
+    }
+
+    /// <summary><paramref name="t"/> times one factor per group.</summary>
+    public static Tensor ScaleGroups(Tensor t, double[] factors, bool perChannel)
+    {
+        if (!perChannel) return t * factors[0];
+        var shape = new long[t.dim()];
+        Array.Fill(shape, 1L);
+        shape[1] = factors.Length;
+        return t * torch.tensor(factors, ScalarType.Float64).to(t.dtype, t.device).reshape(shape);
     }
 }

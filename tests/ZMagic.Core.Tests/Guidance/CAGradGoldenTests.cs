@@ -1,0 +1,213 @@
+using System.Globalization;
+using System.Text.Json;
+using TorchSharp;
+using Xunit.Abstractions;
+using ZMagic.Core.Guidance;
+using ZMagic.TestSupport;
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Tests.Guidance;
+
+/// <summary>
+/// Every variant stored in golden/cagrad (toy, cityscapes, nyuv2, mtrl_sgd, mtrl_exact, precise_opt), for every c,
+/// against the CAGrad reference code's outputs, within each case's tolerance.
+/// </summary>
+[Trait("Category", "Golden")]
+public class CAGradGoldenTests
+{
+    private readonly ITestOutputHelper _out;
+
+    public CAGradGoldenTests(ITestOutputHelper output) => _out = output;
+
+    public static TheoryData<string> Cases() => Golden.Cases("cagrad");
+
+    private sealed record Tol(double PostAbs, double PostRel, double SolverRelL2, double SgdAbs, double SgdRel);
+
+    private static Tol Tolerances(JsonElement json)
+    {
+        var t = json.GetProperty("tolerance");
+        var post = t.GetProperty("post-processing given stored w");
+        var sgd = t.GetProperty("mtrl_sgd");
+        var solver = t.GetProperty("SLSQP/minimize_scalar variants with a different solver");
+        return new Tol(post.GetProperty("abs").GetDouble(), post.GetProperty("rel").GetDouble(), solver.GetProperty("rel_l2").GetDouble(),
+            sgd.GetProperty("abs").GetDouble(), sgd.GetProperty("rel").GetDouble());
+    }
+
+    private static double[,] Gram(Tensor rows)
+    {
+        var g = rows.mm(rows.t()).to(ScalarType.Float64).data<double>().ToArray();
+        int k = (int)rows.shape[0];
+        var m = new double[k, k];
+        for (int i = 0; i < k; i++) for (int j = 0; j < k; j++) m[i, j] = g[i * k + j];
+        return m;
+    }
+
+    private static Tensor Apply(Tensor rows, double[] coef) =>
+        (torch.tensor(coef, ScalarType.Float64).view(-1, 1) * rows.to(ScalarType.Float64)).sum(dim: 0);
+
+    private static double? Fun(JsonElement json, string key) =>
+        json.TryGetProperty("solver_info", out var si) && si.TryGetProperty(key, out var e) && e.TryGetProperty("fun", out var f) ? f.GetDouble() : null;
+
+    private static bool Within(Tensor a, Tensor b, double abs, double rel)
+    {
+        var a64 = a.to(ScalarType.Float64); var b64 = b.to(ScalarType.Float64);
+        return ((a64 - b64).abs() <= b64.abs() * rel + abs).all().item<bool>();
+    }
+
+    /// <summary>The MTRL objective on the normalised Gram matrix at simplex weights w (float64).</summary>
+    private static double MtrlObjective(Tensor g32, double[] w, double c)
+    {
+        var gg = Gram(g32.to(ScalarType.Float64));
+        int k = w.Length;
+        double scale = 0;
+        for (int i = 0; i < k; i++) scale += Math.Sqrt(gg[i, i] + 1e-4);
+        scale /= k;
+        double lin = 0, quad = 0, all = 0;
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++)
+            {
+                double v = gg[i, j] / (scale * scale);
+                lin += w[i] * v / k;
+                quad += w[i] * v * w[j];
+                all += v / (k * k);
+            }
+        return lin + Math.Sqrt(all + 1e-4) * c * Math.Sqrt(quad + 1e-4);
+    }
+
+    /// <summary>From g = sum_k (1/K + w_k lambda) g_k / (1 + c^2): least-squares coefficients, then w = (coef - 1/K) / lambda.</summary>
+    private static double[] RecoverMtrlWeights(Tensor g32, Tensor g, double c)
+    {
+        var a = g32.to(ScalarType.Float64).t();                     // [d, K]
+        var b = g.to(ScalarType.Float64).view(-1, 1) * (1 + c * c);
+        var coef = torch.linalg.lstsq(a, b).Solution.view(-1);
+        int k = (int)coef.shape[0];
+        var wl = (coef - 1.0 / k).data<double>().ToArray();
+        double lambda = wl.Sum();
+        return wl.Select(v => lambda != 0 ? v / lambda : 1.0 / k).ToArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AllVariantsMatchTheReference(string caseDir)
+    {
+        var json = Golden.CaseJson(caseDir);
+        var tol = Tolerances(json);
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        var g32 = inputs["G"];                   // [K, d] float32
+        int k = (int)g32.shape[0];
+        var gram32 = Gram(g32);                  // as the reference: float32 dot products
+        var gram64 = Gram(g32.to(ScalarType.Float64));
+        int checkedCount = 0, divergedSgd = 0;
+        foreach (var key in outputs.Keys.Where(n => n.EndsWith("/g", StringComparison.Ordinal)).OrderBy(n => n, StringComparer.Ordinal))
+        {
+            var parts = key.Split('/');
+            string variant = parts[0];
+            double c = double.Parse(parts[1].AsSpan(1), CultureInfo.InvariantCulture);
+            var expected = outputs[key];
+            string what = $"{Path.GetFileName(caseDir)} {variant} c={c}";
+            string prefix = $"{variant}/{parts[1]}";
+            switch (variant)
+            {
+                case "toy":
+                case "cityscapes_rescale0":
+                case "cityscapes_rescale1":
+                case "cityscapes_rescale2":
+                {
+                    var options = variant == "toy"
+                        ? new CAGradOptions { C = c, Variant = CAGradVariant.ResearchCode }
+                        : new CAGradOptions
+                        {
+                            C = c, Variant = CAGradVariant.Cityscapes,
+                            Rescale = variant[^1] switch { '0' => CAGradRescale.None, '1' => CAGradRescale.OnePlusCSquared, _ => CAGradRescale.OnePlusC },
+                        };
+                    var combiner = new CAGradCombiner(options);
+                    double xRef = outputs[prefix + "/x"].to(ScalarType.Float64).item<double>();
+                    // Post-processing from the reference's own x.
+                    var injected = combiner.Finish(gram32, new[] { xRef, 1 - xRef });
+                    TensorAssert.Close(Apply(g32, injected.Coefficients), expected, tol.PostAbs, tol.PostRel, what + " (stored x)");
+                    // Our bounded-Brent port end to end.
+                    var sol = combiner.SolveGram(gram32);
+                    Assert.True(Math.Abs(sol.Weights[0] - xRef) <= 1e-6, $"{what}: Brent port x = {sol.Weights[0]:R}, reference {xRef:R}");
+                    TensorAssert.Close(Apply(g32, sol.Coefficients), expected, tol.PostAbs, tol.PostRel, what + " (Brent port)");
+                    // The combiner API on tensors.
+                    var tasks = Enumerable.Range(0, k).Select(i => g32[i]).ToList();
+                    TensorAssert.RelL2(combiner.Combine(tasks), expected, tol.SolverRelL2, what + " (Combine)");
+                    break;
+                }
+                case "nyuv2_rescale0":
+                case "nyuv2_rescale1":
+                case "nyuv2_rescale2":
+                case "nyuv2_general_rescale1":
+                {
+                    var rescale = variant[^1] switch { '0' => CAGradRescale.None, '1' => CAGradRescale.OnePlusCSquared, _ => CAGradRescale.OnePlusC };
+                    var combiner = new CAGradCombiner(new CAGradOptions { C = c, Variant = CAGradVariant.NyuV2, Rescale = rescale });
+                    var wRef = outputs[prefix + "/w"].to(ScalarType.Float64).data<double>().ToArray();
+                    var injected = combiner.Finish(gram32, wRef);
+                    TensorAssert.Close(Apply(g32, injected.Coefficients), expected, tol.PostAbs, tol.PostRel, what + " (stored w)");
+                    var sol = combiner.SolveGram(gram32);
+                    double ours = combiner.NyuObjective(gram32, sol.Weights);
+                    double theirs = Fun(json, prefix) ?? combiner.NyuObjective(gram32, wRef);
+                    Assert.True(ours <= theirs + 1e-6 * Math.Abs(theirs), $"{what}: simplex objective {ours:R} > SLSQP's {theirs:R}");
+                    break;
+                }
+                case "mtrl_sgd":
+                {
+                    var (g, w, best) = CAGradMtrl.Solve(g32, c);
+                    double diff = (g - expected).abs().max().item<float>();
+                    if (Within(g, expected, tol.SgdAbs, tol.SgdRel))
+                    {
+                        _out.WriteLine($"{what}: matches (max abs diff {diff:E3})");
+                        break;
+                    }
+                    // The 20 SGD steps at lr 25 are chaotic: a last-bit kernel difference between PyTorch 1.13 and
+                    // libtorch 2.10 can change the path. Then both runs must at least be equally good SGD solutions:
+                    // recover the reference's weights from its output and compare the objectives it minimises.
+                    double theirs = MtrlObjective(g32, RecoverMtrlWeights(g32, expected, c), c);
+                    double ours = MtrlObjective(g32, w, c);
+                    _out.WriteLine($"{what}: DIVERGED SGD path (max abs diff {diff:E3}); objective ours {ours:R} vs reference {theirs:R} (solver's own best {best:R})");
+                    Assert.True(ours <= theirs + 1e-3 * Math.Abs(theirs), $"{what}: diverged and worse: objective {ours:R} > reference {theirs:R}");
+                    divergedSgd++;
+                    break;
+                }
+                case "mtrl_exact":
+                {
+                    // Reference: SLSQP on G/100 from w = 1/K (often stopping at once: an absolute ftol on tiny numbers).
+                    var wRef = outputs[prefix + "/w"].to(ScalarType.Float64).data<double>().ToArray();
+                    var scaled = g32 / 100f;
+                    var gramS = Gram(scaled);
+                    var g0 = scaled.mean(new long[] { 0 });
+                    double cc = c * g0.norm().to(ScalarType.Float64).item<double>();
+                    var gw = (torch.tensor(wRef.Select(v => (float)v).ToArray()).view(-1, 1) * scaled).sum(dim: 0);
+                    var lambda = cc / (gw.norm().to(ScalarType.Float64).item<double>() + 1e-4);
+                    var post = (g0.to(ScalarType.Float64) + gw.to(ScalarType.Float64) * lambda) / (1 + lambda) * 100;
+                    TensorAssert.Close(post, expected, tol.PostAbs, tol.PostRel, what + " (stored w)");
+                    var b = Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gramS[i, j]) / k).ToArray();
+                    var (w, fun, _) = SimplexSolver.Minimize(gramS, b, cc, 1e-8);
+                    double theirs = Fun(json, prefix) ?? SimplexSolver.Objective(gramS, b, cc, 1e-8, wRef);
+                    Assert.True(fun <= theirs + 1e-6 * Math.Abs(theirs), $"{what}: simplex objective {fun:R} > SLSQP's {theirs:R}");
+                    _ = w;
+                    break;
+                }
+                case "precise_opt":
+                {
+                    var combiner = new CAGradCombiner(new CAGradOptions { C = c, Variant = CAGradVariant.Exact, Rescale = CAGradRescale.None, Solver = CAGradSolver.Exact });
+                    var sol = combiner.SolveGram(gram64);
+                    double ours = CAGradCombiner.ExactObjective(gram64, sol.Weights, c);
+                    double theirs = Fun(json, prefix) ?? CAGradCombiner.ExactObjective(gram64, outputs[prefix + "/w"].data<double>().ToArray(), c);
+                    Assert.True(ours <= theirs + 1e-9 * Math.Abs(theirs) + 1e-12, $"{what}: exact objective {ours:R} > precise optimum {theirs:R}");
+                    var g = Apply(g32, sol.Coefficients);
+                    TensorAssert.RelL2(g, expected, 1e-5, what);
+                    _out.WriteLine($"{what}: objective {ours:R} vs precise {theirs:R}; rel L2 ok");
+                    break;
+                }
+                default:
+                    throw new InvalidOperationException($"{what}: unknown CAGrad variant '{variant}' in {caseDir}; the test must learn it.");
+            }
+            checkedCount++;
+        }
+        Assert.True(checkedCount > 0, $"No outputs checked in {caseDir}.");
+        // At most two of the five c values may take a different SGD path in one gradient set.
+        Assert.True(divergedSgd <= 2, $"{caseDir}: {divergedSgd} mtrl_sgd runs diverged from the reference path.");
+    }
+}
