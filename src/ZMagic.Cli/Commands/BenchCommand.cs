@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using ZMagic.Core.Guidance;
+using ZMagic.Core.Sampling;
+using ZMagic.Guidance.Digits;
+using static TorchSharp.torch;
+
+namespace ZMagic.Cli.Commands;
+
+/// <summary><c>zmagic bench</c>: times guided sampler steps and prints one JSON object.</summary>
+public static class BenchCommand
+{
+    /// <summary>Help text.</summary>
+    public const string Help = """
+        Usage: zmagic bench --preset NAME [--weights FILE | --random-weights] --method vanilla|zmagic|unguided
+                            [--combiner sum|cagrad] [--conditions N] [--steps K] [--warmup W] [--batch B] [--threads T]
+
+        Runs K guided sampler steps (after W warm-up steps) and prints one JSON object: ms_per_step_median,
+        ms_per_step_p10/p90, forward_passes_per_step, backward_passes_per_step (backwards + VJPs), peak_memory_mb.
+        Conditions: on the digits preset up to 3 are the digit conditions (class, thickness, style); otherwise (and
+        beyond 3) cheap quadratic toy energies, so that the denoiser's passes dominate as in the reference timings.
+
+        Example:
+          zmagic bench --preset digits --method zmagic --combiner cagrad --conditions 3 --steps 10
+        """;
+
+    /// <summary>Runs the command.</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        var p = ParsedArgs.Parse(args, new[] { "preset", "weights", "method", "combiner", "conditions", "steps", "warmup", "batch", "threads", "seed" }, new[] { "random-weights" });
+        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
+        if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
+        var preset = Presets.Get(p.String("preset") ?? throw new UsageException("--preset is required."));
+        string? weights = p.String("weights");
+        bool random = p.Flag("random-weights");
+        if (weights is not null && random) throw new UsageException("--weights and --random-weights contradict each other; give one.");
+        string method = p.Choice("method", "vanilla", "vanilla", "zmagic", "unguided");
+        string combinerName = p.Choice("combiner", "sum", "sum", "cagrad");
+        int n = p.Int("conditions", 2, 0, 16);
+        if (method != "unguided" && n == 0) throw new UsageException($"--method {method} needs --conditions of at least 1.");
+        int steps = p.Int("steps", 5, 1, 100_000), warmup = p.Int("warmup", 1, 0, 1000), batch = p.Int("batch", 1, 1, 4096);
+        App.SetThreads(p.Int("threads", 2, 1, 256));
+
+        var denoiser = Presets.Load(preset, weights, random || (weights is null && preset.Embedded is null), torch.CPU);
+        using var resources = new ConditionResources();
+        try
+        {
+            var conditions = new List<IGuidanceCondition>();
+            bool digits = denoiser.Channels == 1 && denoiser.SampleSize == MnistData.Size && DigitsWeights.HasEmbedded(DigitsWeights.GuideResource);
+            for (int k = 0; k < n; k++)
+            {
+                var schedule = new GuidanceSchedule(new SqrtAlphaBarStepSize(0.1));
+                if (digits && k == 0) conditions.Add(new DigitClassCondition(resources.Guide, 3, schedule));
+                else if (digits && k == 1) conditions.Add(new StrokeThicknessCondition(0.17, 0.025, schedule));
+                else if (digits && k == 2)
+                {
+                    var (img, lab) = DigitsModels.LoadHeldOut();
+                    using var reference = img[0].unsqueeze(0).clone();
+                    conditions.Add(new DigitStyleCondition(resources.Guide, reference, schedule));
+                    img.Dispose(); lab.Dispose();
+                }
+                else conditions.Add(new ToyQuadraticCondition($"toy{k}", k, preset.Channels, preset.Size, schedule));
+            }
+            IGuidanceStrategy strategy = method switch
+            {
+                "vanilla" => new VanillaStrategy(),
+                "zmagic" => new ZMagicStrategy(new ZMagicOptions()),
+                _ => UnguidedStrategy.Instance,
+            };
+            IGradientCombiner combiner = combinerName == "cagrad" ? new CAGradCombiner(0.5) : SumCombiner.Instance;
+            // Steps are spread over the whole trajectory; warm-up steps are the first ones and are not timed.
+            var options = new SamplerOptions { Steps = warmup + steps, Seed = p.Long("seed", 0), BatchSize = batch, Strategy = strategy, Combiner = combiner };
+            using var result = new ConditionalSampler(denoiser).Sample(method == "unguided" ? Array.Empty<IGuidanceCondition>() : conditions, options, null, ct);
+            var timed = result.Trace.Steps.Skip(warmup).ToList();
+            var ms = timed.Select(s => s.Timings.TotalMs).Order().ToArray();
+            double Q(double q) => ms[(int)Math.Round(q * (ms.Length - 1))];
+            var json = new JsonObject
+            {
+                ["preset"] = preset.Name,
+                ["method"] = method,
+                ["combiner"] = combiner.Name,
+                ["conditions"] = n,
+                ["steps"] = ms.Length,
+                ["batch"] = batch,
+                ["threads"] = torch.get_num_threads(),
+                ["ms_per_step_median"] = Q(0.5),
+                ["ms_per_step_p10"] = Q(0.1),
+                ["ms_per_step_p90"] = Q(0.9),
+                ["forward_passes_per_step"] = timed.Average(s => s.Passes.DenoiserForwards),
+                ["backward_passes_per_step"] = timed.Average(s => s.Passes.DenoiserBackwards + s.Passes.Vjps),
+                ["vjps_per_step"] = timed.Average(s => s.Passes.Vjps),
+                ["encoder_calls_per_step"] = timed.Average(s => s.Passes.EncoderCalls),
+                ["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),
+            };
+            stdout.WriteLine(json.ToJsonString());
+            return ExitCodes.Ok;
+        }
+        finally
+        {
+            if (denoiser is IDisposable d) d.Dispose();
+        }
+    }
+}
+
+/// <summary>A cheap quadratic energy <c>mean((x0 - target)^2)</c> against a fixed pseudo-random target, for timing.</summary>
+internal sealed class ToyQuadraticCondition : IGuidanceCondition, IDisposable
+{
+    private readonly Tensor _target;
+
+    public ToyQuadraticCondition(string name, int index, int channels, int size, GuidanceSchedule schedule)
+    {
+        Name = name;
+        Schedule = schedule;
+        using var g = new Generator((ulong)(1000 + index));
+        _target = torch.rand(new long[] { 1, channels, size, size }, generator: g) * 2 - 1;
+    }
+
+    public string Name { get; }
+
+    public GuidanceSchedule Schedule { get; }
+
+    public Tensor Energy(Tensor x0) => (x0 - _target).square().flatten(1).mean(new long[] { 1 });
+
+    public void Dispose() => _target.Dispose();
+}

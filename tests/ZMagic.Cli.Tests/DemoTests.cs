@@ -1,0 +1,80 @@
+using System.Text.Json;
+using SkiaSharp;
+
+namespace ZMagic.Cli.Tests;
+
+public class DemoTests
+{
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void Demo_RunsEndToEnd_WritesReportAndDecodablePictures()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string outDir = Path.Combine(dir, "demo");
+            var (code, stdout, stderr) = CliRunner.Run("demo", "--out", outDir, "--samples", "2", "--steps", "3", "--seed", "5", "--quiet");
+            Assert.True(code == 0, $"exit {code}: {stderr}");
+            Assert.Contains("report.json", stdout);
+            using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "report.json")));
+            foreach (var key in new[] { "unguided", "vanilla", "zmagic", "zmagic_cagrad" })
+            {
+                var m = doc.RootElement.GetProperty(key);
+                foreach (var field in new[] { "joint_success", "seconds_per_image", "class_success", "thickness_success", "style_success" })
+                {
+                    double v = m.GetProperty(field).GetDouble();
+                    Assert.True(double.IsFinite(v), $"{key}.{field} = {v}");
+                    if (field != "seconds_per_image") Assert.InRange(v, 0, 1);
+                    else Assert.True(v > 0);
+                }
+                Assert.Equal(2, m.GetProperty("samples").GetInt32());
+                using var bmp = SKBitmap.Decode(Path.Combine(outDir, key + ".png"));
+                Assert.NotNull(bmp);
+                Assert.True(bmp.Width > 32 && bmp.Height > 32);
+            }
+            // Z-Magic spends more passes per step than Vanilla (sequential conditioning), unguided no backward.
+            Assert.True(doc.RootElement.GetProperty("zmagic").GetProperty("forwards_per_step").GetDouble() > doc.RootElement.GetProperty("vanilla").GetProperty("forwards_per_step").GetDouble());
+            Assert.Equal(0, doc.RootElement.GetProperty("unguided").GetProperty("backwards_per_step").GetDouble());
+            foreach (var f in new[] { "energies.png", "cosines.png", "reference.png" })
+            {
+                using var bmp = SKBitmap.Decode(Path.Combine(outDir, f));
+                Assert.NotNull(bmp);
+            }
+            Assert.Contains("joint success", File.ReadAllText(Path.Combine(outDir, "report.md")));
+            Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories));
+            Assert.Empty(Directory.GetDirectories(dir, ".*staging*"));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void Demo_CancelledBeforeStart_LeavesNothing()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string outDir = Path.Combine(dir, "demo");
+            using var cts = new CancellationTokenSource();
+            cts.Cancel();
+            var o = new StringWriter();
+            var e = new StringWriter();
+            int code = App.Run(new[] { "demo", "--out", outDir, "--samples", "1", "--steps", "2", "--quiet" }, o, e, cts.Token);
+            Assert.Equal(ExitCodes.Cancelled, code);
+            Assert.False(Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any());
+            Assert.Empty(Directory.GetDirectories(dir));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("--samples", "0")]
+    [InlineData("--methods", "vanilla,foo")]
+    [InlineData("--class", "12")]
+    [InlineData("--bogus", "1")]
+    public void Demo_BadOptions_AreUsageErrors(string option, string value)
+    {
+        var (code, _, err) = CliRunner.Run("demo", option, value);
+        Assert.Equal(ExitCodes.Usage, code);
+        Assert.Contains("error:", err);
+    }
+}

@@ -1,0 +1,121 @@
+using SkiaSharp;
+using TorchSharp;
+using ZMagic.Guidance.Digits;
+using ZMagic.Models.Ddpm;
+using static TorchSharp.torch;
+
+namespace ZMagic.Cli.Tests;
+
+public class GenerateTests
+{
+    /// <summary>A tiny random DDPM checkpoint of the digits preset, written in the real format (fp16 safetensors).</summary>
+    private static string WriteTinyCheckpoint(string dir, bool wrongShape = false)
+    {
+        torch.manual_seed(3);
+        var cfg = wrongShape ? DigitsModels.PriorConfig with { Ch = 64 } : DigitsModels.PriorConfig;
+        using var net = new DdpmDenoiser(cfg);
+        string path = Path.Combine(dir, wrongShape ? "wrong.safetensors" : "tiny.safetensors");
+        DigitsWeights.SaveHalf(net.Module, path);
+        return path;
+    }
+
+    [Fact]
+    public void Generate_OnATinyCheckpoint_WritesDecodablePngsAndTrace()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string ckpt = WriteTinyCheckpoint(dir);
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--weights", ckpt,
+                "--condition", "digit:class=3,scale=0.5", "--condition", "thickness:ink=0.2,scale=0.5",
+                "--method", "zmagic", "--combiner", "cagrad", "--steps", "3", "--samples", "2", "--batch", "2", "--out", outDir, "--quiet");
+            Assert.True(code == 0, $"exit {code}: {err}");
+            foreach (var f in new[] { "sample_000.png", "sample_001.png", "grid.png" })
+            {
+                using var bmp = SKBitmap.Decode(Path.Combine(outDir, f));
+                Assert.NotNull(bmp);
+            }
+            using (var one = SKBitmap.Decode(Path.Combine(outDir, "sample_000.png"))) Assert.Equal(32, one.Width);
+            var csv = File.ReadAllLines(Path.Combine(outDir, "trace.csv"));
+            Assert.Equal(1 + 3 * 2, csv.Length); // header + steps x conditions (one batch)
+            Assert.Contains("\"steps\"", File.ReadAllText(Path.Combine(outDir, "trace.json")));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void Generate_MissingWeightsFile_IsAnInputError_AndWritesNothing()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--weights", Path.Combine(dir, "nope.safetensors"),
+                "--condition", "digit:class=1", "--out", outDir);
+            Assert.Equal(ExitCodes.Input, code);
+            Assert.Contains("nope.safetensors", err);
+            Assert.False(Directory.Exists(outDir));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void Generate_CheckpointOfAnotherShape_IsAnInputErrorNamingTheKey()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string ckpt = WriteTinyCheckpoint(dir, wrongShape: true);
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--weights", ckpt, "--condition", "digit:class=1", "--out", outDir);
+            Assert.Equal(ExitCodes.Input, code);
+            Assert.Contains("conv_in.weight", err);
+            Assert.False(Directory.Exists(outDir));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void Generate_UnreadableReferenceImage_IsAnInputError_AndNoPng()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string bad = Path.Combine(dir, "ref.png");
+            File.WriteAllText(bad, "this is not a png");
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--condition", $"style:ref={bad}", "--steps", "2", "--samples", "1", "--out", outDir);
+            Assert.Equal(ExitCodes.Input, code);
+            Assert.Contains("ref.png", err);
+            Assert.False(Directory.Exists(outDir) && Directory.GetFiles(outDir, "*.png").Length > 0);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("unknown preset", "--preset", "nope", "--condition", "digit:class=1")]
+    [InlineData("contradictory weights", "--preset", "digits", "--weights", "a.safetensors", "--random-weights", "--condition", "digit:class=1")]
+    [InlineData("unguided with conditions", "--preset", "digits", "--method", "unguided", "--condition", "digit:class=1")]
+    [InlineData("guided without conditions", "--preset", "digits", "--method", "vanilla")]
+    [InlineData("cagrad-c without cagrad", "--preset", "digits", "--condition", "digit:class=1", "--cagrad-c", "0.3")]
+    [InlineData("unknown condition", "--preset", "digits", "--condition", "smile:amount=3")]
+    [InlineData("unknown condition key", "--preset", "digits", "--condition", "digit:klass=3")]
+    [InlineData("condition twice", "--preset", "digits", "--condition", "digit:class=3", "--condition", "digit:class=4")]
+    [InlineData("bad class", "--preset", "digits", "--condition", "digit:class=11")]
+    [InlineData("digits condition on faces", "--preset", "celeba-hq-ddpm", "--random-weights", "--condition", "digit:class=1")]
+    [InlineData("no cuda", "--preset", "digits", "--condition", "digit:class=1", "--device", "cuda")]
+    public void Generate_BadOptions_AreUsageErrors(string why, params string[] args)
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run(new[] { "generate" }.Concat(args).Concat(new[] { "--out", outDir, "--steps", "2" }).ToArray());
+            Assert.True(code == ExitCodes.Usage, $"{why}: exit {code}, {err}");
+            Assert.Contains("error:", err);
+            Assert.False(Directory.Exists(outDir));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
