@@ -11,7 +11,7 @@ public class CheckpointTests
     {
         var data = new TheoryData<string>();
         foreach (var net in new[] { "guided_unet", "clip" })
-            foreach (object[] row in Golden.Cases(net))
+            foreach (object[] row in (IEnumerable<object[]>)Golden.Cases(net))
                 if (row[0] is string id && File.Exists(Golden.File(id, "weights.pt")) && File.Exists(Golden.File(id, "weights.safetensors"))) data.Add(id);
         if (data.Count == 0) throw new InvalidOperationException("no golden cases with weights.pt");
         return data;
