@@ -10,8 +10,9 @@ namespace ZMagic.Guidance.Tests.Packaging;
 /// <summary>
 /// Packs the four libraries into a temporary folder feed (with a unique pre-release version, so no stale package in
 /// the global packages folder can be picked), restores and builds samples/ZMagic.Sample.Plugin from that feed (package
-/// references, not project references), runs it and checks its output. Everything except the ZMagic packages comes
-/// from the global packages folder (already filled by this test project's own restore), so no network is needed.
+/// references, not project references), runs it and checks its output. The sample's nuget.config is reduced to that
+/// feed: everything else (TorchSharp, libtorch, Microsoft.Extensions.*) comes from the global packages folder, already
+/// filled by this test project's own restore, so no network is needed.
 /// </summary>
 [Trait("Category", "Slow")]
 public sealed class SamplePackagingTests(ITestOutputHelper output)
@@ -52,7 +53,13 @@ public sealed class SamplePackagingTests(ITestOutputHelper output)
             foreach (var f in Directory.GetFiles(Path.Combine(RepoPaths.Root, "samples", "ZMagic.Sample.Plugin")))
                 File.Copy(f, Path.Combine(sample, Path.GetFileName(f)));
             string config = Path.Combine(sample, "nuget.config");
-            File.WriteAllText(config, File.ReadAllText(config).Replace("../../artifacts/packages", feed, StringComparison.Ordinal));
+            // Only the temporary feed: everything else must already be in the global packages folder, so the test
+            // needs no network (and a ZMagic package can only come from this run's feed).
+            string configText = File.ReadAllText(config).Replace("../../artifacts/packages", feed, StringComparison.Ordinal);
+            configText = Regex.Replace(configText, @"\s*<add key=""nuget.org""[^>]*/>", "");
+            configText = Regex.Replace(configText, @"\s*<packageSource key=""nuget.org"">.*?</packageSource>", "", RegexOptions.Singleline);
+            Assert.DoesNotContain("nuget.org", configText, StringComparison.Ordinal);
+            File.WriteAllText(config, configText);
 
             // 3. Restore + build against the packages.
             var build = Stopwatch.StartNew();
