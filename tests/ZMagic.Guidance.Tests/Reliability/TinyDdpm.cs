@@ -7,12 +7,12 @@ using static TorchSharp.torch;
 
 namespace ZMagic.Guidance.Tests.Reliability;
 
-/// <summary>A tiny DDPM (the real ermongroup UNet code, 1 x 8 x 8, ch 32) with deterministic formula weights.</summary>
+/// <summary>A tiny DDPM (the real ermongroup UNet code, 1 x 8 x 8, ch 32, one level) with deterministic formula weights.</summary>
 internal static class TinyDdpm
 {
     public static DdpmUNetConfig Config { get; } = new()
     {
-        Ch = 32, OutCh = 1, InChannels = 1, ChMult = [1, 1], NumResBlocks = 1, AttnResolutions = [4],
+        Ch = 32, OutCh = 1, InChannels = 1, ChMult = [1], NumResBlocks = 1, AttnResolutions = [8],
         Dropout = 0, Resolution = 8,
     };
 
@@ -24,7 +24,7 @@ internal static class TinyDdpm
     }
 
     /// <summary>Three differentiable conditions of different kinds (mean level, a patch target, smoothness).</summary>
-    public static IGuidanceCondition[] Conditions(double scale = 0.05) => new IGuidanceCondition[]
+    public static IGuidanceCondition[] Conditions(double scale = 0.02) => new IGuidanceCondition[]
     {
         new Cond("mean", x0 => (x0.mean(new long[] { 1, 2, 3 }) - 0.3).square(), scale),
         new Cond("patch", x0 => (x0[.., .., ..4, ..4] + 0.5).square().flatten(1).sum(1), scale),
@@ -44,11 +44,11 @@ internal sealed class Cond : IGuidanceCondition
 {
     private readonly Func<Tensor, Tensor> _energy;
 
-    public Cond(string name, Func<Tensor, Tensor> energy, double scale = 0.05)
+    public Cond(string name, Func<Tensor, Tensor> energy, double scale = 0.02)
     {
         Name = name;
         _energy = energy;
-        Schedule = new GuidanceSchedule(new ConstantStepSize(scale));
+        Schedule = new GuidanceSchedule(new NormRelativeStepSize(scale));
     }
 
     public string Name { get; }
@@ -92,6 +92,13 @@ internal sealed class SyncProgress(Action<SamplingProgress> onReport) : IProgres
 
 internal static class Native
 {
+    /// <summary>Whether every value is finite, without leaving temporaries alive.</summary>
+    public static bool AllFinite(Tensor t)
+    {
+        using var scope = torch.NewDisposeScope();
+        return t.isfinite().all().item<bool>();
+    }
+
     /// <summary>Resident set size of this process in KiB (VmRSS from /proc/self/status).</summary>
     public static long RssKiB()
     {
