@@ -57,7 +57,7 @@ internal sealed class StepKit
         }
         catch (Exception ex) when (ex is not GuidanceException and not OperationCanceledException)
         {
-            throw new GuidanceException($"Condition '{c.Name}' failed at timestep {T}: {ex.Message}", c.Name, T, ex);
+            throw new GuidanceException($"Condition '{c.Name}' failed at timestep {T} (step {_s.Trace.Index}): {ex.Message}", c.Name, T, ex);
         }
         _s.Trace.Timings.EncoderMs += sw.Elapsed.TotalMilliseconds;
         _s.Trace.Passes.EncoderCalls++;
