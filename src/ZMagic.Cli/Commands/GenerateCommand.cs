@@ -44,6 +44,7 @@ public static class GenerateCommand
     /// <summary>Runs the command.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        if (SdGenerateCommand.Handles(args)) return SdGenerateCommand.Run(args, stdout, stderr, ct);
         var p = ParsedArgs.Parse(args,
             new[] { "preset", "weights", "condition", "method", "combiner", "cagrad-c", "steps", "seed", "samples", "batch", "device", "threads", "out" },
             new[] { "quiet", "random-weights" });

@@ -3,17 +3,16 @@ using System.Text;
 using System.Text.Json;
 using TorchSharp;
 using ZMagic.Core.IO;
-using ZMagic.TestSupport;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Tests.StableDiffusion;
+namespace ZMagic.TestSupport;
 
 /// <summary>
 /// Writes a tiny Stable Diffusion pipeline to disk in the real diffusers folder layout: the golden tiny UNet and VAE
 /// (their configs and weight files), a small random CLIP text encoder in the Hugging Face layout, CLIP's real
 /// vocabulary as vocab.json + merges.txt, and the SD 1.5 scheduler config.
 /// </summary>
-internal static class TinySdFolder
+public static class TinySdFolder
 {
     public const int TextWidth = 32;
 
