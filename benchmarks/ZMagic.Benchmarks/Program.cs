@@ -1,19 +1,100 @@
+using System.Globalization;
 using BenchmarkDotNet.Running;
+using ZMagic.Guidance.Benchmarking;
 
 namespace ZMagic.Benchmarks;
 
 /// <summary>
-/// Entry point: <c>dotnet run -c Release --project benchmarks/ZMagic.Benchmarks -- --filter '*' --inProcess</c>.
-/// Run in-process so the build's GLIBCXX fix of libLibTorchSharp.so applies (the default out-of-process toolchain
-/// rebuilds a generated project without it).
+/// Entry point.
+/// <list type="bullet">
+/// <item><c>dotnet run -c Release --project benchmarks/ZMagic.Benchmarks -- --filter '*Combiner*' --inProcess</c>:
+/// BenchmarkDotNet suites (in-process, so the build's GLIBCXX fix of libLibTorchSharp.so applies: the default
+/// out-of-process toolchain rebuilds a generated project without it).</item>
+/// <item><c>... -- compare --backbone celebahq --cases vanilla/sum/2,zmagic/cagrad/2 [--steps K] [--warmup W] [--device cpu] [--threads N] [--json FILE]</c>:
+/// alternating side-by-side step measurement; medians and ratios to the first case.</item>
+/// <item><c>... -- soak --backbone digits32 --method zmagic --combiner cagrad --conditions 3 --steps 1000 [--every 100] [--threads N]</c>:
+/// memory over many steps.</item>
+/// <item><c>... -- sd-memory [--size 512] [--method vanilla|zmagic]</c>: peak memory of one guided SD 1.5-sized step
+/// (random weights).</item>
+/// </list>
 /// </summary>
 public static class Program
 {
-    /// <summary>Runs the benchmarks selected on the command line ("sd-memory ..." runs <see cref="SdMemoryProbe"/>).</summary>
+    /// <summary>Runs the selected command or benchmarks ("sd-memory ..." runs <see cref="SdMemoryProbe"/>).</summary>
     public static int Main(string[] args)
     {
         if (args.Length > 0 && args[0] == "sd-memory") return SdMemoryProbe.Run(args[1..]);
+        if (args.Length > 0 && (args[0] == "compare" || args[0] == "soak"))
+        {
+            var o = Options(args);
+            if (o.TryGetValue("threads", out var threads)) TorchSharp.torch.set_num_threads(int.Parse(threads, CultureInfo.InvariantCulture));
+            return args[0] == "compare" ? Compare(o) : Soak(o);
+        }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
+    }
+
+    private static Dictionary<string, string> Options(string[] args)
+    {
+        var o = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 1; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length)
+                throw new ArgumentException($"Expected '--name value' pairs; got '{args[i]}'.");
+            o[args[i][2..]] = args[++i];
+        }
+        return o;
+    }
+
+    private static string Get(Dictionary<string, string> o, string key, string fallback) => o.TryGetValue(key, out var v) ? v : fallback;
+
+    private static int Compare(Dictionary<string, string> o)
+    {
+        var device = StepBenchmark.ParseDevice(Get(o, "device", "cpu"));
+        using var denoiser = Backbones.Create(Get(o, "backbone", "digits32"), device);
+        var cases = Get(o, "cases", "vanilla/sum/2,zmagic/cagrad/2").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(spec =>
+        {
+            var p = spec.Split('/');
+            if (p.Length != 3) throw new ArgumentException($"Case '{spec}': expected method/combiner/conditions.");
+            int n = int.Parse(p[2], CultureInfo.InvariantCulture);
+            return new StepBenchmarkCase(spec, BenchmarkMethods.Strategy(p[0]), BenchmarkMethods.Combiner(p[1]),
+                ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
+        }).ToList();
+        var options = new StepBenchmarkOptions
+        {
+            Steps = int.Parse(Get(o, "steps", "3"), CultureInfo.InvariantCulture),
+            Warmup = int.Parse(Get(o, "warmup", "1"), CultureInfo.InvariantCulture),
+            Device = device,
+        };
+        Console.WriteLine($"# compare on {Get(o, "backbone", "digits32")} [{denoiser.Channels}x{denoiser.SampleSize}x{denoiser.SampleSize}], device {device}, {options.Warmup} warm-up + {options.Steps} alternating rounds, torch threads {TorchSharp.torch.get_num_threads()}");
+        var results = StepBenchmark.Compare(denoiser, cases, options, line => Console.Error.WriteLine("  " + line));
+        double baseline = results[0].MsPerStepMedian;
+        Console.WriteLine("| case | fwd | bwd (of which VJP) | median ms/step | MAD ms | ratio to first | combiner ms | combiner share |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        foreach (var r in results)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"peak resident memory {results[^1].PeakMemoryMb:F0} MB"));
+        if (o.TryGetValue("json", out var path))
+            File.WriteAllText(path, "[" + string.Join(",\n", results.Select(r => r.ToJson())) + "]\n");
+        return 0;
+    }
+
+    private static int Soak(Dictionary<string, string> o)
+    {
+        var device = StepBenchmark.ParseDevice(Get(o, "device", "cpu"));
+        using var denoiser = Backbones.Create(Get(o, "backbone", "digits32"), device);
+        int n = int.Parse(Get(o, "conditions", "3"), CultureInfo.InvariantCulture);
+        var c = new StepBenchmarkCase("soak", BenchmarkMethods.Strategy(Get(o, "method", "zmagic")), BenchmarkMethods.Combiner(Get(o, "combiner", "cagrad")),
+            ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
+        int steps = int.Parse(Get(o, "steps", "1000"), CultureInfo.InvariantCulture);
+        int every = int.Parse(Get(o, "every", "100"), CultureInfo.InvariantCulture);
+        var r = StepBenchmark.Soak(denoiser, c, steps, every, new StepBenchmarkOptions { Device = device });
+        Console.WriteLine($"# soak: {c.Strategy.Name} / {c.Combiner.Name} / {n} conditions, {steps} steps on {Get(o, "backbone", "digits32")}, device {device}");
+        Console.WriteLine("| after step | managed MB | resident MB | peak resident MB |");
+        Console.WriteLine("|---|---|---|---|");
+        foreach (var (step, m) in r.Samples)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {step} | {m.ManagedMb:F1} | {m.ResidentMb:F1} | {m.PeakResidentMb:F1} |"));
         return 0;
     }
 }

@@ -1,0 +1,53 @@
+using ZMagic.Core.Guidance;
+
+namespace ZMagic.Guidance.Benchmarking;
+
+/// <summary>The method and combiner names the benchmarks and <c>zmagic bench</c> accept.</summary>
+public static class BenchmarkMethods
+{
+    /// <summary>
+    /// Method names: unguided; vanilla (FreeDoM); zmagic (exact: research-code Jacobian, star chaining, one shared
+    /// proposal forward); zmagic-full (with the Hessian of the first energy); zmagic-firstorder (J = I, still a second
+    /// forward at the proposal); zmagic-reuse (reuse the first forward at the proposal); zmagic-firstorder-reuse (both
+    /// shortcuts: one forward, one backward through the denoiser).
+    /// </summary>
+    public static IReadOnlyList<string> Methods { get; } =
+        ["unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse"];
+
+    /// <summary>Combiner names: sum, cagrad (c = 0.5, whole tensor), cagrad-per-channel, pcgrad, mgda.</summary>
+    public static IReadOnlyList<string> Combiners { get; } = ["sum", "cagrad", "cagrad-per-channel", "pcgrad", "mgda"];
+
+    /// <summary>The strategy for a method name (case-insensitive).</summary>
+    /// <exception cref="ArgumentException">Unknown name (the message lists the known ones).</exception>
+    public static IGuidanceStrategy Strategy(string method)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        return method.Trim().ToLowerInvariant() switch
+        {
+            "unguided" => UnguidedStrategy.Instance,
+            "vanilla" or "freedom" => new VanillaStrategy(),
+            "zmagic" or "zmagic-exact" => new ZMagicStrategy(new ZMagicOptions()),
+            "zmagic-full" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.Full }),
+            "zmagic-firstorder" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder }),
+            "zmagic-reuse" => new ZMagicStrategy(new ZMagicOptions { Proposal = ZMagicProposal.ReuseFirstForward }),
+            "zmagic-firstorder-reuse" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder, Proposal = ZMagicProposal.ReuseFirstForward }),
+            _ => throw new ArgumentException($"Unknown method '{method}'. Known methods: {string.Join(", ", Methods)}.", nameof(method)),
+        };
+    }
+
+    /// <summary>The combiner for a name (case-insensitive).</summary>
+    /// <exception cref="ArgumentException">Unknown name (the message lists the known ones).</exception>
+    public static IGradientCombiner Combiner(string combiner)
+    {
+        ArgumentNullException.ThrowIfNull(combiner);
+        return combiner.Trim().ToLowerInvariant() switch
+        {
+            "sum" => SumCombiner.Instance,
+            "cagrad" => new CAGradCombiner(0.5),
+            "cagrad-per-channel" => new CAGradCombiner(0.5, perChannel: true),
+            "pcgrad" => new PCGradCombiner(),
+            "mgda" => new MGDACombiner(),
+            _ => throw new ArgumentException($"Unknown combiner '{combiner}'. Known combiners: {string.Join(", ", Combiners)}.", nameof(combiner)),
+        };
+    }
+}
