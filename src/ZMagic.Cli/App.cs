@@ -77,6 +77,7 @@ public static class App
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or InvalidDataException or ArgumentException or Core.Guidance.GuidanceException or NotSupportedException)
         {
             stderr.WriteLine($"error: {e.Message}");
+            if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(e.ToString());
             return ExitCodes.Failure;
         }
     }

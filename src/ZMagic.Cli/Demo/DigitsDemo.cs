@@ -247,9 +247,11 @@ public sealed class TextProgressBar(TextWriter? writer, int total)
         _done++;
         if (writer is null) return;
         const int width = 30;
-        int filled = total == 0 ? width : (int)Math.Round(width * (double)_done / total);
-        double eta = _done == 0 ? 0 : _sw.Elapsed.TotalSeconds / _done * (total - _done);
-        writer.Write(string.Create(CultureInfo.InvariantCulture, $"\r[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{total} {label,-14} eta {eta:F0}s   "));
+        // The sampler may run a final step to t = -1 beyond the nominal count: never let the bar overflow.
+        int all = Math.Max(total, _done);
+        int filled = Math.Clamp((int)Math.Round(width * (double)_done / all), 0, width);
+        double eta = _sw.Elapsed.TotalSeconds / _done * (all - _done);
+        writer.Write(string.Create(CultureInfo.InvariantCulture, $"\r[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s   "));
     }
 
     /// <summary>Ends the line.</summary>
