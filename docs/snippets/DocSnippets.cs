@@ -170,4 +170,14 @@ public sealed class BrightnessOptionsCondition(BrightnessOptions options) : IGui
     public string Name => _inner.Name;
     public GuidanceSchedule Schedule => _inner.Schedule;
     public Tensor Energy(Tensor x0) => _inner.Energy(x0);
+
+    public static void ModelsTable()
+    {
+        // <snippet:models-load>
+        using var ddpm = BackbonePresets.Load("celebahq-ddpm", "/models/celeba_hq.ckpt");        // IDenoiser, eval, frozen
+        using var adm  = BackbonePresets.Load("adm-256-uncond", "/models/256x256_diffusion_uncond.pt");
+        var preset = BackbonePresets.ForCheckpointFile("/models/celeba_hq.ckpt");               // by file name
+        var config = BackboneConfig.FromJson(File.ReadAllText("case.json"));                      // a golden case / FreeDoM / yml config
+        // </snippet>
+    }
 }

@@ -26,7 +26,7 @@ public static class Presets
     public static IReadOnlyList<BackbonePreset> All { get; } = new[]
     {
         new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
-            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig, d => new DigitsDenoiser(d), 1, MnistData.Size, DigitsWeights.PriorResource),
+            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig, d => new X0ClippingDenoiser(new DigitsDenoiser(d)), 1, MnistData.Size, DigitsWeights.PriorResource),
         new BackbonePreset("celeba-hq-ddpm", "SDEdit / FreeDoM CelebA-HQ 256 DDPM (ermongroup UNet, ch 128, ch_mult 1,1,2,2,4,4)",
             "celeba_hq.ckpt from SDEdit (see docs/models.md)", DdpmUNetConfig.CelebAHq, d => d, DdpmUNetConfig.CelebAHq.InChannels, DdpmUNetConfig.CelebAHq.Resolution),
         new BackbonePreset("ddpm-digits32", "plain 1x32x32 DDPM UNet config (ch 32, ch_mult 1,2,2, attention at 8) for user-trained digit priors",

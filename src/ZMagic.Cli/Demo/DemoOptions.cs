@@ -65,7 +65,7 @@ public static class DemoDefaults
     public const double ClassScale = 1.0;
 
     /// <summary>Thickness scale.</summary>
-    public const double ThicknessScale = 1.0;
+    public const double ThicknessScale = 4.0;
 
     /// <summary>Style scale.</summary>
     public const double StyleScale = 1.0;

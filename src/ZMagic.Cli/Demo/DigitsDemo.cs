@@ -44,7 +44,8 @@ public sealed class DigitsDemo
     /// <param name="ct">Cancellation: stops between steps; nothing partial is left in the output folder.</param>
     public IReadOnlyList<MethodResult> Run(TextWriter? status, CancellationToken ct)
     {
-        var prior = DigitsModels.LoadPrior();
+        // x0 clipping keeps the small prior's trajectories in range (DDPM's clip_denoised).
+        using var prior = new X0ClippingDenoiser(DigitsModels.LoadPrior());
         using var guide = DigitsModels.LoadGuide();
         using var judge = DigitsModels.LoadJudge();
         var (heldImages, heldLabels) = DigitsModels.LoadHeldOut();

@@ -62,10 +62,13 @@ public class EmbeddedDigitsTests
         Assert.True(torch.isfinite(eps).all().item<bool>());
     }
 
-    [Fact]
-    public void Prior_DenoisesBetterThanChance()
+    [Theory]
+    [InlineData(100, 0.35)]
+    [InlineData(500, 0.15)]
+    [InlineData(900, 0.05)]
+    public void Prior_DenoisesHeldOutDigits(int t, double maxMse)
     {
-        // At t = 100 the prior must predict the added noise better than predicting zero (MSE 1).
+        // Predicting zero scores 1; the committed prior's training loss averaged 0.10 over all t (TRAINING.md).
         using var prior = DigitsModels.LoadPrior();
         var (images, labels) = DigitsModels.LoadHeldOut();
         using var _i = images;
@@ -74,11 +77,10 @@ public class EmbeddedDigitsTests
         using var g = new Generator(7);
         using var x0 = images.narrow(0, 0, 64);
         using var noise = torch.randn(x0.shape, generator: g);
-        double ab = prior.Schedule.AlphaBar(100);
+        double ab = prior.Schedule.AlphaBar(t);
         using var xt = x0 * Math.Sqrt(ab) + noise * Math.Sqrt(1 - ab);
-        using var eps = prior.Forward(xt, torch.full(64, 100f));
+        using var eps = prior.Forward(xt, torch.full(64, (float)t));
         double mse = (eps - noise).square().mean().item<float>();
-        // Predicting zero scores 1; the committed (under-trained, see TRAINING.md) checkpoint must beat that clearly.
-        Assert.True(mse < 0.9, $"noise-prediction MSE {mse} at t=100");
+        Assert.True(mse < maxMse, $"noise-prediction MSE {mse:F4} at t={t} (bound {maxMse})");
     }
 }

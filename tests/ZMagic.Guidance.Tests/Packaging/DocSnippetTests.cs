@@ -32,10 +32,12 @@ public sealed class DocSnippetTests
     public static TheoryData<string> Pages() =>
         new(Directory.GetFiles(Path.Combine(RepoPaths.Root, "docs"), "*.md").Select(Path.GetFileName).Order()!);
 
+    private static readonly string[] ConceptPages = { "getting-started", "backbones", "conditions", "strategies", "combiners", "trace" };
+
     [Fact]
     public void Every_concept_page_exists()
     {
-        foreach (var page in new[] { "getting-started", "backbones", "conditions", "strategies", "combiners", "trace" })
+        foreach (var page in ConceptPages)
             Assert.True(File.Exists(Path.Combine(Docs, page + ".md")), $"docs/{page}.md is missing");
     }
 
@@ -46,7 +48,8 @@ public sealed class DocSnippetTests
         var snippets = Snippets();
         string md = File.ReadAllText(Path.Combine(Docs, page)).ReplaceLineEndings("\n");
         var blocks = Regex.Matches(md, @"(?:<!-- snippet: ([\w-]+) -->\n)?```csharp\n(.*?)```", RegexOptions.Singleline);
-        Assert.NotEmpty(blocks);
+        // The concept pages teach through code; the other pages may have none, but any C# they show must compile.
+        if (ConceptPages.Contains(Path.GetFileNameWithoutExtension(page))) Assert.NotEmpty(blocks);
         foreach (Match b in blocks)
         {
             Assert.True(b.Groups[1].Success, $"{page}: a ```csharp block has no <!-- snippet: NAME --> marker, so nothing compiles it:\n{b.Value}");

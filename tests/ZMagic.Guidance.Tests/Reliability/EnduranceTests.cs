@@ -10,6 +10,7 @@ namespace ZMagic.Guidance.Tests.Reliability;
 /// A 1,000-step guided run (tiny DDPM prior, three conditions, Z-Magic + CAGrad) with managed memory, native memory
 /// (RSS) and live TorchSharp tensors measured at the start, middle and end.
 /// </summary>
+[Collection(EnduranceCollection.Name)]
 public class EnduranceTests
 {
     private readonly ITestOutputHelper _out;
@@ -70,4 +71,14 @@ public class EnduranceTests
         Assert.True(end.RssKiB - mid.RssKiB < 24 * 1024, $"RSS grew {(end.RssKiB - mid.RssKiB)} KiB from step {n / 2} to {n}");
         Assert.True(end.RssKiB - late.RssKiB < 12 * 1024, $"RSS grew {(end.RssKiB - late.RssKiB)} KiB from step {3 * n / 4} to {n}");
     }
+}
+
+/// <summary>
+/// Runs the endurance test alone: RSS is process-wide, so test classes running in parallel in the same host would
+/// show up as growth.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class EnduranceCollection
+{
+    public const string Name = "Endurance (runs alone)";
 }
