@@ -1,3 +1,4 @@
+using ZMagic.TestSupport;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;

@@ -1,3 +1,4 @@
+using ZMagic.TestSupport;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;

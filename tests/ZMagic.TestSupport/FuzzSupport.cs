@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using CsCheck;
 
-namespace ZMagic.Encoders.Tests.Reliability;
+namespace ZMagic.TestSupport;
 
 /// <summary>Byte-level mutations for the fuzz properties (same operators as the checkpoint fuzzers in Core.Tests).</summary>
-internal static class FuzzSupport
+public static class FuzzSupport
 {
     /// <summary>Iterations per target: env ZMAGIC_FUZZ_ITERATIONS, else the short CI default.</summary>
     public static long Iterations(long ciDefault) =>
