@@ -80,9 +80,10 @@ public sealed class StableDiffusionModel : IDisposable
         try
         {
             unet = new UNet2DConditionModel(unetConfig);
-            LoadInto(unet, ComponentWeights(folder, "unet", "diffusion_pytorch_model"), null);
+            StateDictLoader.LoadFile(unet, ComponentWeights(folder, "unet", "diffusion_pytorch_model"));
             vae = new AutoencoderKL(vaeConfig);
-            LoadInto(vae, ComponentWeights(folder, "vae", "diffusion_pytorch_model"), AutoencoderKL.LegacyKeyAliases);
+            StateDictLoader.LoadFile(vae, ComponentWeights(folder, "vae", "diffusion_pytorch_model"),
+                new StateDictLoadOptions { KeyAliases = AutoencoderKL.LegacyKeyAliases });
             text = new ClipTextModel(textConfig, withProjection: false);
             var textFile = ComponentWeights(folder, "text_encoder", "model", "pytorch_model.bin");
             var textDict = Checkpoint.LoadStateDict(textFile);
@@ -209,12 +210,5 @@ public sealed class StableDiffusionModel : IDisposable
         var candidates = new[] { stem + ".safetensors", stem + ".fp16.safetensors", binName ?? stem + ".bin" };
         return candidates.Select(c => Path.Combine(dir, c)).FirstOrDefault(File.Exists)
             ?? throw new FileNotFoundException($"Component '{component}' in '{folder}' has no weights (looked for {string.Join(", ", candidates)}).", Path.Combine(dir, candidates[0]));
-    }
-
-    private static void LoadInto(nn.Module module, string file, IReadOnlyDictionary<string, string>? aliases)
-    {
-        var dict = Checkpoint.LoadStateDict(file);
-        try { StateDictLoader.Load(module, dict, new StateDictLoadOptions { SourceName = file, KeyAliases = aliases }); }
-        finally { foreach (var t in dict.Values) t.Dispose(); }
     }
 }
