@@ -69,11 +69,16 @@ public static class Program
         Console.WriteLine($"# compare on {Get(o, "backbone", "digits32")} [{denoiser.Channels}x{denoiser.SampleSize}x{denoiser.SampleSize}], device {device}, {options.Warmup} warm-up + {options.Steps} alternating rounds, torch threads {TorchSharp.torch.get_num_threads()}");
         var results = StepBenchmark.Compare(denoiser, cases, options, line => Console.Error.WriteLine("  " + line));
         double baseline = results[0].MsPerStepMedian;
-        Console.WriteLine("| case | fwd | bwd (of which VJP) | median ms/step | MAD ms | ratio to first | combiner ms | combiner share |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|");
+        // Rounds alternate the cases, so the ratio within each round is the least disturbed by drifting background load.
+        Console.WriteLine("| case | fwd | bwd (of which VJP) | median ms/step | MAD ms | ratio of medians | median of per-round ratios | fwd / bwd / vjp ms | combiner ms | combiner share |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in results)
+        {
+            var roundRatios = r.MsPerStep.Zip(results[0].MsPerStep, (a, b) => a / b).Order().ToArray();
+            double roundRatio = roundRatios.Length % 2 == 1 ? roundRatios[roundRatios.Length / 2] : (roundRatios[roundRatios.Length / 2 - 1] + roundRatios[roundRatios.Length / 2]) / 2;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
+                $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {roundRatio:F2} | {r.ForwardMsMedian:F0} / {r.BackwardMsMedian:F0} / {r.VjpMsMedian:F0} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
+        }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"peak resident memory {results[^1].PeakMemoryMb:F0} MB"));
         if (o.TryGetValue("json", out var path))
             File.WriteAllText(path, "[" + string.Join(",\n", results.Select(r => r.ToJson())) + "]\n");

@@ -95,6 +95,18 @@ public sealed record StepBenchmarkResult
     /// <summary>Median time in the gradient combiner per step (ms).</summary>
     public required double CombinerMsMedian { get; init; }
 
+    /// <summary>Median time per step in denoiser forwards (ms).</summary>
+    public required double ForwardMsMedian { get; init; }
+
+    /// <summary>Median time per step in backward passes through the denoiser, VJPs excluded (ms).</summary>
+    public required double BackwardMsMedian { get; init; }
+
+    /// <summary>Median time per step in vector-Jacobian products (ms).</summary>
+    public required double VjpMsMedian { get; init; }
+
+    /// <summary>Median time per step in condition energies and encoder-only gradients (ms).</summary>
+    public required double EncoderMsMedian { get; init; }
+
     /// <summary>Combiner time over step time (medians).</summary>
     public required double CombinerFraction { get; init; }
 
@@ -256,7 +268,7 @@ public static class StepBenchmark
             if (!record) return;
             times[c].Add(trace.Timings.TotalMs);
             traces[c].Add(trace);
-            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps})"));
+            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps}; ms fwd {trace.Timings.ForwardMs:F0}, bwd {trace.Timings.BackwardMs:F0}, vjp {trace.Timings.VjpMs:F0}, enc {trace.Timings.EncoderMs:F0}, comb {trace.Timings.CombinerMs:F0})"));
         }
 
         for (int w = 0; w < o.Warmup; w++)
@@ -291,6 +303,10 @@ public static class StepBenchmark
                 VjpsPerStep = last.Vjps,
                 EncoderCallsPerStep = last.EncoderCalls,
                 CombinerMsMedian = combinerMedian,
+                ForwardMsMedian = Median(traces[c].Select(t => t.Timings.ForwardMs).ToArray()),
+                BackwardMsMedian = Median(traces[c].Select(t => t.Timings.BackwardMs).ToArray()),
+                VjpMsMedian = Median(traces[c].Select(t => t.Timings.VjpMs).ToArray()),
+                EncoderMsMedian = Median(traces[c].Select(t => t.Timings.EncoderMs).ToArray()),
                 CombinerFraction = median > 0 ? combinerMedian / median : 0,
                 PeakMemoryMb = mem.PeakResidentMb,
                 ManagedMemoryMb = mem.ManagedMb,

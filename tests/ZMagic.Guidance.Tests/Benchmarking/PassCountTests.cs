@@ -135,6 +135,12 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
             Assert.True(root.GetProperty(key).GetDouble() >= 0, key);
         Assert.True(root.GetProperty("ms_per_step_median").GetDouble() > 0);
         Assert.True(root.GetProperty("peak_memory_mb").GetDouble() > 0);
+        // Where the time goes: each phase took time and none can exceed the slowest whole step.
+        foreach (var key in new[] { "forward_ms_median", "backward_ms_median", "vjp_ms_median", "encoder_ms_median" })
+        {
+            double phase = root.GetProperty(key).GetDouble();
+            Assert.True(phase > 0 && phase <= root.GetProperty("ms_per_step_max").GetDouble(), $"{key} = {phase}");
+        }
         Assert.Equal(2, root.GetProperty("forward_passes_per_step").GetInt32());
         Assert.Equal(5, root.GetProperty("backward_passes_per_step").GetInt32());
         Assert.Equal(2, root.GetProperty("vjps_per_step").GetInt32());
