@@ -92,6 +92,15 @@ public sealed record StepBenchmarkResult
     /// <summary>Condition energy evaluations per step.</summary>
     public required int EncoderCallsPerStep { get; init; }
 
+    /// <summary>
+    /// Sample items through the denoiser's forwards per step (sum of their batch sizes): forwards x batch, unless a
+    /// batched mode replicates the sample (e.g. vanilla-batched with 3 conditions: 1 forward of 3 items at batch 1).
+    /// </summary>
+    public int ForwardItemsPerStep { get; init; }
+
+    /// <summary>Sample items of the graphs the backward passes and VJPs went through per step (as <see cref="ForwardItemsPerStep"/>).</summary>
+    public int BackwardItemsPerStep { get; init; }
+
     /// <summary>Median time in the gradient combiner per step (ms).</summary>
     public required double CombinerMsMedian { get; init; }
 
@@ -256,7 +265,7 @@ public static class StepBenchmark
             if (!record) return;
             times[c].Add(trace.Timings.TotalMs);
             traces[c].Add(trace);
-            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps})"));
+            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps}, items {trace.Passes.DenoiserForwardItems}/{trace.Passes.BackwardItems})"));
         }
 
         for (int w = 0; w < o.Warmup; w++)
@@ -290,6 +299,8 @@ public static class StepBenchmark
                 BackwardPassesPerStep = last.DenoiserBackwards + last.Vjps,
                 VjpsPerStep = last.Vjps,
                 EncoderCallsPerStep = last.EncoderCalls,
+                ForwardItemsPerStep = last.DenoiserForwardItems,
+                BackwardItemsPerStep = last.BackwardItems,
                 CombinerMsMedian = combinerMedian,
                 CombinerFraction = median > 0 ? combinerMedian / median : 0,
                 PeakMemoryMb = mem.PeakResidentMb,
