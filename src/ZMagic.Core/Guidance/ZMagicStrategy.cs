@@ -270,11 +270,11 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         }
 
         // The number of task terms the update rule sees (the fused task stands for fusedTerms of them).
-        int terms = tasks.Count;
+        int termCount = tasks.Count;
         if (fusedTask is not null)
         {
             tasks.Add(fusedTask);
-            terms += fusedTerms;
+            termCount += fusedTerms;
         }
         else
         {
@@ -285,7 +285,7 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         {
             next = baseD;
         }
-        else if (terms == 1)
+        else if (termCount == 1)
         {
             next = baseD - tasks[0];
             kit.Inspect("update", tasks[0]);
