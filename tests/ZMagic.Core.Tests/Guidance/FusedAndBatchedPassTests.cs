@@ -72,29 +72,33 @@ public class FusedAndBatchedPassTests
         return (next, step, seen);
     }
 
-    public static TheoryData<int, ZMagicJacobian, ZMagicUpdateRule, ZMagicProposal> FusionCases()
+    public static TheoryData<int, ZMagicJacobian, ZMagicUpdateRule, ZMagicProposal, ScalarType> FusionCases()
     {
-        var d = new TheoryData<int, ZMagicJacobian, ZMagicUpdateRule, ZMagicProposal>();
+        var d = new TheoryData<int, ZMagicJacobian, ZMagicUpdateRule, ZMagicProposal, ScalarType>();
         foreach (int n in new[] { 2, 3, 5 })
             foreach (var j in new[] { ZMagicJacobian.ResearchCode, ZMagicJacobian.Full, ZMagicJacobian.FirstOrder })
                 foreach (var r in new[] { ZMagicUpdateRule.Replacement, ZMagicUpdateRule.ResearchCode })
                     foreach (var p in new[] { ZMagicProposal.Exact, ZMagicProposal.ReuseFirstForward })
-                        d.Add(n, j, r, p);
+                        foreach (var t in new[] { ScalarType.Float32, ScalarType.Float64 })
+                            d.Add(n, j, r, p, t);
         return d;
     }
 
     [Theory]
     [MemberData(nameof(FusionCases))]
-    public void Fused_later_conditions_equal_the_per_condition_passes(int n, ZMagicJacobian jacobian, ZMagicUpdateRule rule, ZMagicProposal proposal)
+    public void Fused_later_conditions_equal_the_per_condition_passes(int n, ZMagicJacobian jacobian, ZMagicUpdateRule rule, ZMagicProposal proposal, ScalarType dtype)
     {
-        var (den, x, noise, conds) = Bed(n, 2, 100 + n);
+        var (den, x, noise, conds) = Bed(n, 2, 100 + n, dtype);
         var options = new ZMagicOptions { Jacobian = jacobian, UpdateRule = rule, Proposal = proposal };
         var (fused, fs, fSeen) = Run(new ZMagicStrategy(options), den, x, noise, conds);
         var (split, ss, _) = Run(new ZMagicStrategy(options with { PerConditionGradients = true }), den, x, noise, conds);
-        TensorAssert.RelL2(fused, split, 1e-5, $"n={n} {jacobian} {rule} {proposal}: fused vs per-condition x_t'");
-        TensorAssert.Close(fused, split, 1e-5, 1e-5, $"n={n} {jacobian} {rule} {proposal}: fused vs per-condition x_t' (elementwise)");
+        var what = $"n={n} {jacobian} {rule} {proposal} {dtype}: fused vs per-condition x_t'";
+        TensorAssert.RelL2(fused, split, 1e-5, what);
+        // In float64 the two agree to rounding elementwise: the fusion is exact algebra, not an approximation. (In float32
+        // the Full Jacobian's large, partly cancelling Hessian terms leave elementwise differences of ~1e-4 relative.)
+        if (dtype == ScalarType.Float64) TensorAssert.Close(fused, split, 1e-10, 1e-10, what + " (elementwise)");
         // The step really moved (the comparison is not between two base steps).
-        Assert.True((split - fSeen["base"]).abs().max().item<float>() > 1e-4, "the guided step equals the base step");
+        Assert.True((split - fSeen["base"]).abs().max().to(ScalarType.Float64).item<double>() > 1e-4, "the guided step equals the base step");
 
         bool exact = proposal == ZMagicProposal.Exact, vjp = jacobian != ZMagicJacobian.FirstOrder;
         var fp = fs.Trace.Passes;
