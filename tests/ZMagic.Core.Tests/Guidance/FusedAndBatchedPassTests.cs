@@ -124,16 +124,18 @@ public class FusedAndBatchedPassTests
     }
 
     [Theory]
-    [InlineData(2, ZMagicJacobian.ResearchCode)]
-    [InlineData(3, ZMagicJacobian.ResearchCode)]
-    [InlineData(3, ZMagicJacobian.Full)]
-    public void Fusion_covers_every_condition_when_anchored_on_the_base_step(int n, ZMagicJacobian jacobian)
+    [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.Replacement)]
+    [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
+    [InlineData(3, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
+    [InlineData(3, ZMagicJacobian.Full, ZMagicUpdateRule.Replacement)]
+    public void Fusion_covers_every_condition_when_anchored_on_the_base_step(int n, ZMagicJacobian jacobian, ZMagicUpdateRule rule)
     {
+        // No anchor task: the fused task alone stands for n terms (the research rule must still triple it).
         var (den, x, noise, conds) = Bed(n, 1, 200 + n);
-        var options = new ZMagicOptions { AnchorOnBaseStep = true, Jacobian = jacobian };
+        var options = new ZMagicOptions { AnchorOnBaseStep = true, Jacobian = jacobian, UpdateRule = rule };
         var (fused, fs, _) = Run(new ZMagicStrategy(options), den, x, noise, conds);
         var (split, ss, _) = Run(new ZMagicStrategy(options with { PerConditionGradients = true }), den, x, noise, conds);
-        TensorAssert.RelL2(fused, split, 1e-5, $"n={n} anchored on the base step");
+        TensorAssert.RelL2(fused, split, 1e-5, $"n={n} {rule} anchored on the base step");
         Assert.Equal((2, 1, 1), (fs.Trace.Passes.DenoiserForwards, fs.Trace.Passes.DenoiserBackwards, fs.Trace.Passes.Vjps));
         Assert.Equal((2, n, n), (ss.Trace.Passes.DenoiserForwards, ss.Trace.Passes.DenoiserBackwards, ss.Trace.Passes.Vjps));
     }
