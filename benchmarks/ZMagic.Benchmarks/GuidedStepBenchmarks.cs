@@ -96,7 +96,8 @@ public class DigitsStepBenchmarks : GuidedStepBenchmarkBase
     protected override string Backbone => "digits32";
 
     /// <inheritdoc />
-    [Params("unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse")]
+    [Params("unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse",
+            "vanilla-percondition", "vanilla-batched", "zmagic-percondition", "zmagic-batched")]
     public override string Method { get; set; } = "vanilla";
 
     /// <inheritdoc />

@@ -10,7 +10,7 @@ namespace ZMagic.Benchmarks;
 /// <item><c>dotnet run -c Release --project benchmarks/ZMagic.Benchmarks -- --filter '*Combiner*' --inProcess</c>:
 /// BenchmarkDotNet suites (in-process, so the build's GLIBCXX fix of libLibTorchSharp.so applies: the default
 /// out-of-process toolchain rebuilds a generated project without it).</item>
-/// <item><c>... -- compare --backbone celebahq --cases vanilla/sum/2,zmagic/cagrad/2 [--steps K] [--warmup W] [--device cpu] [--threads N] [--json FILE]</c>:
+/// <item><c>... -- compare --backbone celebahq --cases vanilla/sum/2,zmagic/cagrad/2 [--steps K] [--warmup W] [--batch B] [--device cpu] [--threads N] [--json FILE]</c>:
 /// alternating side-by-side step measurement; medians and ratios to the first case.</item>
 /// <item><c>... -- soak --backbone digits32 --method zmagic --combiner cagrad --conditions 3 --steps 1000 [--every 100] [--threads N]</c>:
 /// memory over many steps.</item>
@@ -64,20 +64,21 @@ public static class Program
         {
             Steps = int.Parse(Get(o, "steps", "3"), CultureInfo.InvariantCulture),
             Warmup = int.Parse(Get(o, "warmup", "1"), CultureInfo.InvariantCulture),
+            BatchSize = int.Parse(Get(o, "batch", "1"), CultureInfo.InvariantCulture),
             Device = device,
         };
-        Console.WriteLine($"# compare on {Get(o, "backbone", "digits32")} [{denoiser.Channels}x{denoiser.SampleSize}x{denoiser.SampleSize}], device {device}, {options.Warmup} warm-up + {options.Steps} alternating rounds, torch threads {TorchSharp.torch.get_num_threads()}");
+        Console.WriteLine($"# compare on {Get(o, "backbone", "digits32")} [{options.BatchSize}x{denoiser.Channels}x{denoiser.SampleSize}x{denoiser.SampleSize}], device {device}, {options.Warmup} warm-up + {options.Steps} alternating rounds, torch threads {TorchSharp.torch.get_num_threads()}");
         var results = StepBenchmark.Compare(denoiser, cases, options, line => Console.Error.WriteLine("  " + line));
         double baseline = results[0].MsPerStepMedian;
         // Rounds alternate the cases, so the ratio within each round is the least disturbed by drifting background load.
-        Console.WriteLine("| case | fwd | bwd (of which VJP) | median ms/step | MAD ms | ratio of medians | median of per-round ratios | fwd / bwd / vjp ms | combiner ms | combiner share |");
-        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+        Console.WriteLine("| case | fwd | bwd (of which VJP) | items fwd / bwd | median ms/step | MAD ms | ratio of medians | median of per-round ratios | fwd / bwd / vjp ms | combiner ms | combiner share |");
+        Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in results)
         {
             var roundRatios = r.MsPerStep.Zip(results[0].MsPerStep, (a, b) => a / b).Order().ToArray();
             double roundRatio = roundRatios.Length % 2 == 1 ? roundRatios[roundRatios.Length / 2] : (roundRatios[roundRatios.Length / 2 - 1] + roundRatios[roundRatios.Length / 2]) / 2;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {roundRatio:F2} | {r.ForwardMsMedian:F0} / {r.BackwardMsMedian:F0} / {r.VjpMsMedian:F0} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
+                $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.ForwardItemsPerStep} / {r.BackwardItemsPerStep} | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {roundRatio:F2} | {r.ForwardMsMedian:F0} / {r.BackwardMsMedian:F0} / {r.VjpMsMedian:F0} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"peak resident memory {results[^1].PeakMemoryMb:F0} MB"));
         if (o.TryGetValue("json", out var path))

@@ -135,7 +135,7 @@ public sealed class DigitsDemo
         // Per-condition gradients so that the trace carries the cosines between conditions (paper Fig. 1); the
         // update is the same sum as FreeDoM's fused backward.
         "vanilla" => (new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }), SumCombiner.Instance),
-        "zmagic" => (new ZMagicStrategy(new ZMagicOptions()), SumCombiner.Instance),
+        "zmagic" => (new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }), SumCombiner.Instance),
         "zmagic_cagrad" => (new ZMagicStrategy(new ZMagicOptions()), new CAGradCombiner(_o.CAGradC)),
         _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
     };

@@ -34,12 +34,22 @@ internal sealed class StepKit
     public List<int> Active() => Enumerable.Range(0, Traces.Length).Where(k => Traces[k].Active).ToList();
 
     /// <summary>eps(x, t) with timing and pass counting.</summary>
-    public Tensor Forward(Tensor x)
+    public Tensor Forward(Tensor x) => Forward(x, _s.TimestepTensor);
+
+    /// <summary>
+    /// eps of a sample replicated along the batch dimension (<see cref="Replicate"/>): the step's timestep tensor is
+    /// repeated to match, and the call counts as one forward of that many items.
+    /// </summary>
+    public Tensor ForwardReplicated(Tensor replicated, int copies) =>
+        Forward(replicated, copies == 1 ? _s.TimestepTensor : _s.TimestepTensor.repeat(copies));
+
+    private Tensor Forward(Tensor x, Tensor t)
     {
         var sw = Stopwatch.StartNew();
-        var eps = _s.Denoiser.PredictEpsilon(x, _s.TimestepTensor, _s.AlphaBar);
+        var eps = _s.Denoiser.PredictEpsilon(x, t, _s.AlphaBar);
         _s.Trace.Timings.ForwardMs += sw.Elapsed.TotalMilliseconds;
         _s.Trace.Passes.DenoiserForwards++;
+        _s.Trace.Passes.DenoiserForwardItems += (int)x.shape[0];
         if (!eps.shape.SequenceEqual(x.shape))
             throw new GuidanceException($"The denoiser returned eps of shape [{string.Join(", ", eps.shape)}] for a sample of shape [{string.Join(", ", x.shape)}].", null, T);
         return eps;
@@ -109,6 +119,7 @@ internal sealed class StepKit
         var g = SafeGrad.Grad(scalar, input, retainGraph, createGraph, what);
         _s.Trace.Timings.BackwardMs += sw.Elapsed.TotalMilliseconds;
         _s.Trace.Passes.DenoiserBackwards++;
+        _s.Trace.Passes.BackwardItems += (int)input.shape[0];
         return g;
     }
 
@@ -128,8 +139,27 @@ internal sealed class StepKit
         var d = SafeGrad.Vjp(output, input, v, retainGraph, false, "vector-Jacobian product");
         _s.Trace.Timings.VjpMs += sw.Elapsed.TotalMilliseconds;
         _s.Trace.Passes.Vjps++;
+        _s.Trace.Passes.BackwardItems += (int)input.shape[0];
         return d;
     }
+
+    /// <summary>
+    /// <paramref name="x"/> [B, ...] repeated <paramref name="copies"/> times along the batch dimension, detached, as a
+    /// new leaf that requires grad: [copies * B, ...], copy j holding items j*B .. j*B + B - 1.
+    /// </summary>
+    public static Tensor Replicate(Tensor x, int copies)
+    {
+        var reps = new long[x.dim()];
+        Array.Fill(reps, 1L);
+        reps[0] = copies;
+        return x.detach().repeat(reps).requires_grad_(true);
+    }
+
+    /// <summary>Copy <paramref name="j"/> (batch <paramref name="batch"/>) of a replicated tensor.</summary>
+    public static Tensor Chunk(Tensor replicated, int j, long batch) => replicated.narrow(0, j * batch, batch);
+
+    /// <summary>Whether condition k's step-size rule ignores the gradient.</summary>
+    public bool GradientFreeStepSize(int k) => !_s.Conditions[k].Schedule.StepSize.UsesGradient;
 
     /// <summary>Runs the combiner, timed.</summary>
     public Tensor Combine(IReadOnlyList<Tensor> tasks)

@@ -22,6 +22,7 @@ public sealed class UnguidedStrategy : IGuidanceStrategy
         var eps = step.Denoiser.PredictEpsilon(step.X, step.TimestepTensor, step.AlphaBar);
         step.Trace.Timings.ForwardMs += sw.Elapsed.TotalMilliseconds;
         step.Trace.Passes.DenoiserForwards++;
+        step.Trace.Passes.DenoiserForwardItems += (int)step.X.shape[0];
         var x0 = Tweedie.X0(step.X, eps, step.AlphaBar);
         return step.Sampler.Step(step.X, x0, eps, step.AlphaBar, step.AlphaBarNext, step.Noise);
     }

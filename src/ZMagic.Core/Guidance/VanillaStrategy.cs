@@ -14,6 +14,16 @@ public sealed record VanillaOptions
     /// <c>sum_k rho_k E_k</c> for all conditions together, as FreeDoM does; otherwise per-condition backwards are used.
     /// </summary>
     public bool PerConditionGradients { get; init; }
+
+    /// <summary>
+    /// When per-condition gradients are needed (a conflict combiner such as CAGrad, gradient-based step sizes, or
+    /// <see cref="PerConditionGradients"/>), take them from ONE denoiser forward of x_t replicated K times along the
+    /// batch dimension ([K*B, ...]; condition k is evaluated on copy k) and ONE backward pass, instead of one forward
+    /// and K backwards. The results equal the unbatched path within float tolerance. Pays where a call's fixed cost
+    /// dominates (GPUs, small networks); on a CPU a batch-K pass costs about K passes, and the memory of the graph
+    /// grows K-fold. Off by default; ignored when the fused single backward applies.
+    /// </summary>
+    public bool BatchConditionGradients { get; init; }
 }
 
 /// <summary>
@@ -23,8 +33,9 @@ public sealed record VanillaOptions
 /// </summary>
 /// <remarks>
 /// Cost per step: one denoiser forward; one backward when the sum combiner and gradient-free step sizes allow the
-/// fused form, else one backward per active condition (the graph is retained between them). Intermediates passed to
-/// <see cref="GuidedStep.Inspect"/>: eps, x0, base, grad_sum (fused), g/NAME, task/NAME, update, next.
+/// fused form, else one backward per active condition (the graph is retained between them), or, with
+/// <see cref="VanillaOptions.BatchConditionGradients"/>, one forward and one backward of K x B items. Intermediates
+/// passed to <see cref="GuidedStep.Inspect"/>: eps, x0, base, grad_sum (fused), g/NAME, task/NAME, update, next.
 /// </remarks>
 public sealed class VanillaStrategy : IGuidanceStrategy
 {
@@ -46,19 +57,24 @@ public sealed class VanillaStrategy : IGuidanceStrategy
         if (active.Count == 0) return kit.Unguided();
 
         using var grad = torch.enable_grad();
-        var x = step.X.detach().requires_grad_(true);
-        var eps = kit.Forward(x);
+        bool fusable = !Options.PerConditionGradients && step.Combiner is SumCombiner && active.All(kit.GradientFreeStepSize);
+        // Batched: condition active[i] is evaluated on copy i of x_t replicated along the batch dimension.
+        int copies = Options.BatchConditionGradients && !fusable && active.Count >= 2 ? active.Count : 1;
+        long batch = step.X.shape[0];
+        var x = copies > 1 ? StepKit.Replicate(step.X, copies) : step.X.detach().requires_grad_(true);
+        var eps = copies > 1 ? kit.ForwardReplicated(x, copies) : kit.Forward(x);
         var x0 = Tweedie.X0(x, eps, step.AlphaBar);
-        var epsD = eps.detach();
-        var x0D = x0.detach();
+        var epsD = (copies > 1 ? StepKit.Chunk(eps, 0, batch) : eps).detach();
+        var x0D = (copies > 1 ? StepKit.Chunk(x0, 0, batch) : x0).detach();
         kit.Inspect("eps", epsD);
         kit.Inspect("x0", x0D);
 
         var energies = new Dictionary<int, Tensor>();
-        foreach (var k in active)
+        for (int i = 0; i < active.Count; i++)
         {
             step.CancellationToken.ThrowIfCancellationRequested();
-            var e = kit.Energy(k, x0);
+            int k = active[i];
+            var e = kit.Energy(k, copies > 1 ? StepKit.Chunk(x0, i, batch) : x0);
             kit.RecordEnergy(k, e);
             if (kit.CheckFinite(k, e.detach(), "energy")) energies[k] = e;
         }
@@ -68,9 +84,10 @@ public sealed class VanillaStrategy : IGuidanceStrategy
         if (energies.Count == 0) return baseStep;
 
         var remaining = energies.Keys.ToList();
-        bool fused = !Options.PerConditionGradients
+        bool fused = copies == 1
+                     && !Options.PerConditionGradients
                      && step.Combiner is SumCombiner
-                     && remaining.All(k => !step.Conditions[k].Schedule.StepSize.UsesGradient);
+                     && remaining.All(kit.GradientFreeStepSize);
         Tensor update;
         if (fused)
         {
@@ -94,6 +111,15 @@ public sealed class VanillaStrategy : IGuidanceStrategy
             }
         }
 
+        // Batched: one backward of sum_k E_k(copy k) gives every g_k (copy k of the gradient; the copies share no graph).
+        Tensor? batchedGrad = null;
+        if (copies > 1)
+        {
+            Tensor total = energies[remaining[0]].sum();
+            foreach (var k in remaining.Skip(1)) total = total + energies[k].sum();
+            batchedGrad = kit.Backward(total, x, retainGraph: false, what: "batched per-condition gradients");
+        }
+
         // Per-condition gradients (K backwards through the retained graph).
         var tasks = new List<Tensor>();
         var gradients = new List<Tensor>();
@@ -103,7 +129,9 @@ public sealed class VanillaStrategy : IGuidanceStrategy
             step.CancellationToken.ThrowIfCancellationRequested();
             int k = remaining[i];
             var name = step.Conditions[k].Name;
-            var g = kit.Backward(energies[k].sum(), x, retainGraph: i + 1 < remaining.Count, what: $"gradient of '{name}'");
+            var g = batchedGrad is not null
+                ? StepKit.Chunk(batchedGrad, active.IndexOf(k), batch)
+                : kit.Backward(energies[k].sum(), x, retainGraph: i + 1 < remaining.Count, what: $"gradient of '{name}'");
             if (!kit.CheckFinite(k, g, "gradient")) continue;
             kit.RecordNorm(k, g);
             double rho = kit.StepSize(k, epsD, g);

@@ -82,6 +82,27 @@ public sealed record ZMagicOptions
     /// </summary>
     public bool AnchorOnBaseStep { get; init; }
 
+    /// <summary>
+    /// Always compute each later condition's gradient at the proposal and its pull-back separately, so that the trace
+    /// carries per-condition gradient norms and the pairwise cosines. When false (default), a step whose combiner is the
+    /// plain sum, whose later conditions' step-size rules ignore the gradient and whose later conditions share one
+    /// proposal (star chaining, no branch noise) takes ONE backward at the proposal and ONE vector-Jacobian product for
+    /// all later conditions together: <c>sum_k rho_k d_k = J^T grad_p sum_k rho_k E_k</c>, exact because the pull-back
+    /// is linear. Exact Z-Magic then costs 2 forwards + 3 backward passes for any n &gt;= 2 instead of 2 + (2n - 1).
+    /// </summary>
+    public bool PerConditionGradients { get; init; }
+
+    /// <summary>
+    /// When the later conditions' gradients are needed one by one (a conflict combiner such as CAGrad, gradient-based
+    /// step sizes, or <see cref="PerConditionGradients"/>) and they share one exact proposal, take them from ONE forward
+    /// of the proposal replicated n - 1 times along the batch dimension ([(n-1)*B, ...]; later condition j is evaluated
+    /// on copy j) and ONE backward, instead of one forward and n - 1 backwards. The n - 1 pull-backs stay separate
+    /// (batching them would need the first forward replicated too). Results equal the unbatched path within float
+    /// tolerance. Pays where a call's fixed cost dominates (GPUs, small networks); on a CPU a batch-K pass costs about
+    /// K passes, and the proposal graph's memory grows (n - 1)-fold. Off by default.
+    /// </summary>
+    public bool BatchConditionGradients { get; init; }
+
     /// <summary>Everything as the research code runs it (research Jacobian, star, research update rule, branch noise).</summary>
     public static ZMagicOptions ResearchCodeParity { get; } = new()
     {

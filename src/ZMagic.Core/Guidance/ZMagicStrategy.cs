@@ -13,13 +13,25 @@ namespace ZMagic.Core.Guidance;
 /// <para>For conditions c1..cn (active ones, in the given order):
 /// g1 = grad_{x_t} E1(x0(x_t)); proposal p = S(x_t) - rho1 g1; gh_k = grad_p E_k(x0(p)) with eps(p, t);
 /// d_k = J^T gh_k; tasks D = {rho1 g1, rho_k d_k}; x_t' = S(x_t) - combiner(D) (or the research rule).</para>
-/// <para>Passes per step with n active conditions (star chaining, one shared proposal):
+/// <para>Passes per step with n active conditions (star chaining, one shared proposal), per-condition form:
 /// Exact proposal + ResearchCode/Full Jacobian: 2 forwards, n backwards + (n - 1) VJPs = 2n - 1 backward passes;
 /// ReuseFirstForward: 1 forward, 1 backward + (n - 1) VJPs through the denoiser (the later gradients pass through the
 /// encoders only); FirstOrder Jacobian: no VJPs. Chain chaining and branch noise need one forward per later condition.
 /// A single active condition costs 1 forward + 1 backward and gives S(x_t) - rho1 g1.</para>
+/// <para>Fused form (the default where it applies: sum combiner, gradient-free step sizes of the later conditions, one
+/// shared proposal, two or more later conditions; see <see cref="ZMagicOptions.PerConditionGradients"/>): the pull-back
+/// is linear, so <c>sum_k rho_k d_k = J^T grad_p(sum_k rho_k E_k)</c> takes one backward at the proposal and one VJP
+/// whatever n: exact 2 forwards + 3 backward passes (1 VJP); ReuseFirstForward 1 + 2 (1 VJP); FirstOrder 2 + 2.
+/// Both update rules stay exact (with the sum, each is a fixed multiple of the summed tasks). A non-finite fused result
+/// falls back to the per-condition form on the retained graphs, so that the offending condition is named or skipped.
+/// Later conditions then carry energies and step sizes but no gradient norms in the trace, and no cosines.</para>
+/// <para>Batched form (<see cref="ZMagicOptions.BatchConditionGradients"/>, exact shared proposal, conflict combiners
+/// or gradient-based step sizes): the later gradients at the proposal come from one forward and one backward of the
+/// proposal replicated n - 1 times along the batch; the n - 1 VJPs stay separate.</para>
 /// <para>Intermediates passed to <see cref="GuidedStep.Inspect"/>: eps, x0, base, g/NAME, proposal/NAME,
-/// eps_proposal/NAME, x0_proposal/NAME, gh/NAME, d/NAME, task/NAME, sequential, update, next.</para>
+/// eps_proposal/NAME, x0_proposal/NAME, gh/NAME, d/NAME, task/NAME (per-condition form), gh_fused and task_fused
+/// (fused form: <c>sum_k rho_k gh_k</c> and <c>sum_k rho_k d_k</c> of the later conditions), sequential, update,
+/// next.</para>
 /// </remarks>
 public sealed class ZMagicStrategy : IGuidanceStrategy
 {
@@ -30,7 +42,8 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
     public ZMagicOptions Options { get; }
 
     /// <inheritdoc />
-    public string Name => $"zmagic({Options.Jacobian},{Options.Chaining},{Options.UpdateRule},{Options.Proposal}{(Options.BranchNoise ? ",branch-noise" : "")})";
+    public string Name => $"zmagic({Options.Jacobian},{Options.Chaining},{Options.UpdateRule},{Options.Proposal}{(Options.BranchNoise ? ",branch-noise" : "")}"
+                          + $"{(Options.PerConditionGradients ? ",per-condition" : "")}{(Options.BatchConditionGradients ? ",batched" : "")})";
 
     /// <inheritdoc />
     public Tensor Step(GuidedStep step)
@@ -96,53 +109,149 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         var firstProposal = baseD - g1D * rho1;
         // What the pull-back differentiates: the base step (research code), or the whole proposal (with the Hessian).
         var vjpOutput = !needsVjp ? null : full && g1 is not null ? baseGraph! - g1 * rho1 : baseGraph!;
-        bool shared = Options.Chaining == ZMagicChaining.Star && !Options.BranchNoise && Options.Proposal == ZMagicProposal.Exact;
-        Tensor? sharedLeaf = null, sharedX0 = null, sharedEps = null;
-        var chainProposal = firstProposal;
+        bool exact = Options.Proposal == ZMagicProposal.Exact;
+        // One proposal (one leaf, one forward when exact) for every later condition: star chaining, no branch noise.
+        bool sharedProposal = Options.Chaining == ZMagicChaining.Star && !Options.BranchNoise;
+        // Fused: with the sum combiner and gradient-free later step sizes, sum_k rho_k d_k = J^T grad_p sum_k rho_k E_k
+        // (the pull-back is linear in its vector), so one backward at the proposal and one VJP serve them all.
+        bool fuse = sharedProposal && later.Count >= 2 && !Options.PerConditionGradients
+                    && step.Combiner is SumCombiner && later.All(kit.GradientFreeStepSize);
+        // Batched: one forward of the proposal replicated per later condition and one backward give every gh_k.
+        bool batched = !fuse && sharedProposal && exact && later.Count >= 2 && Options.BatchConditionGradients;
+        long batch = step.X.shape[0];
 
-        for (int j = 0; j < later.Count; j++)
+        Tensor? sharedLeaf = null, sharedX0 = null, sharedEps = null;
+        // Energies already evaluated at the proposal (fused attempt or batched forward), by condition index.
+        Dictionary<int, Tensor>? evaluated = null;
+        Tensor? batchedGh = null;
+        Tensor? fusedTask = null;
+        int fusedTerms = 0;
+        if (fuse || batched)
+        {
+            int copies = batched ? later.Count : 1;
+            var leaf = batched ? StepKit.Replicate(firstProposal, copies) : firstProposal.detach().requires_grad_(true);
+            var epsP = !exact ? epsD : batched ? kit.ForwardReplicated(leaf, copies) : kit.Forward(leaf);
+            var x0p = Tweedie.X0(leaf, epsP, a);
+            if (!batched) (sharedLeaf, sharedX0, sharedEps) = (leaf, x0p, epsP);
+            evaluated = new Dictionary<int, Tensor>();
+            for (int j = 0; j < later.Count; j++)
+            {
+                step.CancellationToken.ThrowIfCancellationRequested();
+                int k = later[j];
+                var name = step.Conditions[k].Name;
+                var (lj, ej, xj) = batched
+                    ? (StepKit.Chunk(leaf, j, batch), StepKit.Chunk(epsP, j, batch), StepKit.Chunk(x0p, j, batch))
+                    : (leaf, epsP, x0p);
+                kit.Inspect("proposal/" + name, lj);
+                kit.Inspect("eps_proposal/" + name, ej);
+                kit.Inspect("x0_proposal/" + name, xj);
+                var e = kit.Energy(k, xj);
+                kit.RecordEnergy(k, e);
+                if (kit.CheckFinite(k, e.detach(), "energy")) evaluated[k] = e;
+            }
+            if (batched && evaluated.Count > 0)
+            {
+                // The copies share no graph: copy j of the gradient of sum_j E_j(copy j) is gh_j.
+                Tensor total = evaluated.Values.First().sum();
+                foreach (var e in evaluated.Values.Skip(1)) total = total + e.sum();
+                batchedGh = kit.Backward(total, leaf, retainGraph: false, what: "batched gradients of the later conditions at the proposal");
+            }
+            if (fuse)
+            {
+                var terms = evaluated.Keys.Select(k => (K: k, Rho: kit.StepSize(k, epsD, null))).Where(t => !kit.Traces[t.K].Skipped).ToList();
+                if (terms.Count == 0)
+                {
+                    fusedTerms = -1;   // nothing left to pull back; the per-condition loop is not needed
+                }
+                else
+                {
+                    Tensor total = evaluated[terms[0].K].sum() * terms[0].Rho;
+                    foreach (var (k, rho) in terms.Skip(1)) total = total + evaluated[k].sum() * rho;
+                    // Graphs are kept so that a non-finite result can be traced back to its condition per condition.
+                    var gh = exact
+                        ? kit.Backward(total, leaf, retainGraph: true, what: "fused gradient of the later conditions at the proposal")
+                        : kit.EncoderBackward(total, leaf, retainGraph: true);
+                    if (torch.isfinite(gh).all().item<bool>())
+                    {
+                        var d = needsVjp ? kit.Vjp(vjpOutput!, x, gh, retainGraph: true) : gh;
+                        if (torch.isfinite(d).all().item<bool>())
+                        {
+                            kit.Inspect("gh_fused", gh);
+                            kit.Inspect("task_fused", d);
+                            fusedTask = d;
+                            fusedTerms = terms.Count;
+                        }
+                    }
+                }
+            }
+        }
+
+        var chainProposal = firstProposal;
+        for (int j = 0; j < later.Count && fusedTerms == 0; j++)
         {
             step.CancellationToken.ThrowIfCancellationRequested();
             int k = later[j];
             var name = step.Conditions[k].Name;
             bool lastLater = j + 1 == later.Count;
+            // Skipped already (non-finite step size in the fused attempt): no passes for it.
+            if (kit.Traces[k].Skipped) continue;
 
-            Tensor leaf, x0p, epsP;
-            if (shared && sharedLeaf is not null)
+            Tensor gh;
+            if (batchedGh is not null)
             {
-                (leaf, x0p, epsP) = (sharedLeaf, sharedX0!, sharedEps!);
+                if (!evaluated!.ContainsKey(k)) continue;
+                gh = StepKit.Chunk(batchedGh, j, batch);
             }
             else
             {
-                Tensor proposal;
-                if (Options.Chaining == ZMagicChaining.Chain) proposal = chainProposal;
-                else if (Options.BranchNoise && j > 0 && step.Sampler.UsesNoise)
+                Tensor leaf, e;
+                if (evaluated is not null)
                 {
-                    var draw = step.DrawNoise ?? throw new GuidanceException(
-                        "ZMagicOptions.BranchNoise needs GuidedStep.DrawNoise to draw a noise tensor per branch; the caller provided none.", name, kit.T);
-                    var noise = draw();
-                    if (!noise.shape.SequenceEqual(step.X.shape))
-                        throw new GuidanceException($"DrawNoise returned shape [{string.Join(", ", noise.shape)}]; expected [{string.Join(", ", step.X.shape)}].", name, kit.T);
-                    proposal = step.Sampler.Step(step.X, x0D, epsD, a, an, noise) - g1D * rho1;
+                    // Fallback after a non-finite fused result: the energies at the shared proposal are reused.
+                    if (!evaluated.TryGetValue(k, out var cached)) continue;
+                    (leaf, e) = (sharedLeaf!, cached);
                 }
-                else proposal = firstProposal;
+                else
+                {
+                    Tensor x0p, epsP;
+                    if (sharedProposal && exact && sharedLeaf is not null)
+                    {
+                        (leaf, x0p, epsP) = (sharedLeaf, sharedX0!, sharedEps!);
+                    }
+                    else
+                    {
+                        Tensor proposal;
+                        if (Options.Chaining == ZMagicChaining.Chain) proposal = chainProposal;
+                        else if (Options.BranchNoise && j > 0 && step.Sampler.UsesNoise)
+                        {
+                            var draw = step.DrawNoise ?? throw new GuidanceException(
+                                "ZMagicOptions.BranchNoise needs GuidedStep.DrawNoise to draw a noise tensor per branch; the caller provided none.", name, kit.T);
+                            var noise = draw();
+                            if (!noise.shape.SequenceEqual(step.X.shape))
+                                throw new GuidanceException($"DrawNoise returned shape [{string.Join(", ", noise.shape)}]; expected [{string.Join(", ", step.X.shape)}].", name, kit.T);
+                            proposal = step.Sampler.Step(step.X, x0D, epsD, a, an, noise) - g1D * rho1;
+                        }
+                        else proposal = firstProposal;
 
-                leaf = proposal.detach().requires_grad_(true);
-                epsP = Options.Proposal == ZMagicProposal.Exact ? kit.Forward(leaf) : epsD;
-                x0p = Tweedie.X0(leaf, epsP, a);
-                if (shared) (sharedLeaf, sharedX0, sharedEps) = (leaf, x0p, epsP);
+                        leaf = proposal.detach().requires_grad_(true);
+                        epsP = exact ? kit.Forward(leaf) : epsD;
+                        x0p = Tweedie.X0(leaf, epsP, a);
+                        if (sharedProposal && exact) (sharedLeaf, sharedX0, sharedEps) = (leaf, x0p, epsP);
+                    }
+                    kit.Inspect("proposal/" + name, leaf);
+                    kit.Inspect("eps_proposal/" + name, epsP);
+                    kit.Inspect("x0_proposal/" + name, x0p);
+
+                    e = kit.Energy(k, x0p);
+                    kit.RecordEnergy(k, e);
+                    if (!kit.CheckFinite(k, e.detach(), "energy")) continue;
+                }
+                // The graph at a shared proposal serves the next conditions too.
+                bool retainProposal = sharedLeaf is not null && !lastLater;
+                gh = exact
+                    ? kit.Backward(e.sum(), leaf, retainGraph: retainProposal, what: $"gradient of '{name}' at the proposal")
+                    : kit.EncoderBackward(e.sum(), leaf, retainGraph: retainProposal);
             }
-            kit.Inspect("proposal/" + name, leaf);
-            kit.Inspect("eps_proposal/" + name, epsP);
-            kit.Inspect("x0_proposal/" + name, x0p);
-
-            var e = kit.Energy(k, x0p);
-            kit.RecordEnergy(k, e);
-            if (!kit.CheckFinite(k, e.detach(), "energy")) continue;
-            bool retainProposal = shared && !lastLater;
-            var gh = Options.Proposal == ZMagicProposal.Exact
-                ? kit.Backward(e.sum(), leaf, retainGraph: retainProposal, what: $"gradient of '{name}' at the proposal")
-                : kit.EncoderBackward(e.sum(), leaf, retainGraph: false);
             if (!kit.CheckFinite(k, gh, "gradient at the proposal")) continue;
             kit.Inspect("gh/" + name, gh);
 
@@ -160,13 +269,23 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
             if (Options.Chaining == ZMagicChaining.Chain) chainProposal = chainProposal - gh * rho;
         }
 
-        kit.RecordCosines(used, gradients);
+        // The number of task terms the update rule sees (the fused task stands for fusedTerms of them).
+        int termCount = tasks.Count;
+        if (fusedTask is not null)
+        {
+            tasks.Add(fusedTask);
+            termCount += fusedTerms;
+        }
+        else
+        {
+            kit.RecordCosines(used, gradients);
+        }
         Tensor next;
         if (tasks.Count == 0)
         {
             next = baseD;
         }
-        else if (tasks.Count == 1)
+        else if (termCount == 1)
         {
             next = baseD - tasks[0];
             kit.Inspect("update", tasks[0]);

@@ -25,12 +25,12 @@ public sealed class SamplingTrace
 
     /// <summary>
     /// One CSV row per step and condition: step, t, next, repeat, condition, active, energy, grad_norm, step_size,
-    /// then the step's timings (ms) and pass counts.
+    /// then the step's timings (ms) and pass counts (forwards, backwards, VJPs, encoder calls, forward and backward items).
     /// </summary>
     public string ToCsv()
     {
         var sb = new StringBuilder();
-        sb.AppendLine("step,t,next,repeat,condition,active,energy,grad_norm,step_size,forward_ms,backward_ms,encoder_ms,vjp_ms,combiner_ms,total_ms,forwards,backwards,vjps,encoder_calls");
+        sb.AppendLine("step,t,next,repeat,condition,active,energy,grad_norm,step_size,forward_ms,backward_ms,encoder_ms,vjp_ms,combiner_ms,total_ms,forwards,backwards,vjps,encoder_calls,forward_items,backward_items");
         foreach (var s in Steps)
         {
             var rows = s.Conditions.Count == 0 ? new List<ConditionTrace?> { null } : s.Conditions.Cast<ConditionTrace?>().ToList();
@@ -40,7 +40,7 @@ public sealed class SamplingTrace
                 sb.Append(c is null ? ",,,," : string.Create(CultureInfo.InvariantCulture, $"{Csv(c.Name)},{c.Active},{c.Energy:R},{c.GradientNorm:R},{c.StepSize:R},"));
                 var tm = s.Timings;
                 sb.Append(CultureInfo.InvariantCulture, $"{tm.ForwardMs:F3},{tm.BackwardMs:F3},{tm.EncoderMs:F3},{tm.VjpMs:F3},{tm.CombinerMs:F3},{tm.TotalMs:F3},");
-                sb.AppendLine(CultureInfo.InvariantCulture, $"{s.Passes.DenoiserForwards},{s.Passes.DenoiserBackwards},{s.Passes.Vjps},{s.Passes.EncoderCalls}");
+                sb.AppendLine(CultureInfo.InvariantCulture, $"{s.Passes.DenoiserForwards},{s.Passes.DenoiserBackwards},{s.Passes.Vjps},{s.Passes.EncoderCalls},{s.Passes.DenoiserForwardItems},{s.Passes.BackwardItems}");
             }
         }
         return sb.ToString();
@@ -145,4 +145,18 @@ public sealed class PassCounts
 
     /// <summary>Condition energy evaluations.</summary>
     public int EncoderCalls { get; set; }
+
+    /// <summary>
+    /// Sample items that went through the denoiser's forward passes (the sum of their batch sizes). Equals
+    /// <see cref="DenoiserForwards"/> times the batch size unless a strategy batches several evaluations into one call
+    /// (<c>BatchConditionGradients</c>: one forward of the sample replicated K times counts 1 forward, K x B items).
+    /// On a CPU the cost of a forward grows about linearly with its items.
+    /// </summary>
+    public int DenoiserForwardItems { get; set; }
+
+    /// <summary>
+    /// Sample items of the graphs that the backward passes and vector-Jacobian products went through (the sum of the
+    /// batch sizes of their inputs), in the same sense as <see cref="DenoiserForwardItems"/>.
+    /// </summary>
+    public int BackwardItems { get; set; }
 }

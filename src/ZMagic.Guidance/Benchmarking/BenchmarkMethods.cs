@@ -9,10 +9,15 @@ public static class BenchmarkMethods
     /// Method names: unguided; vanilla (FreeDoM); zmagic (exact: research-code Jacobian, star chaining, one shared
     /// proposal forward); zmagic-full (with the Hessian of the first energy); zmagic-firstorder (J = I, still a second
     /// forward at the proposal); zmagic-reuse (reuse the first forward at the proposal); zmagic-firstorder-reuse (both
-    /// shortcuts: one forward, one backward through the denoiser).
+    /// shortcuts: one forward, one backward through the denoiser). With the sum combiner and gradient-free step sizes
+    /// the Z-Magic methods fuse their later conditions (one backward at the proposal, one VJP); *-percondition turns
+    /// that off (vanilla-percondition: one backward per condition instead of FreeDoM's fused one); *-batched takes the
+    /// per-condition gradients from one forward and one backward of the sample (vanilla) or proposal (zmagic)
+    /// replicated along the batch dimension.
     /// </summary>
     public static IReadOnlyList<string> Methods { get; } =
-        ["unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse"];
+        ["unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse",
+         "vanilla-percondition", "vanilla-batched", "zmagic-percondition", "zmagic-batched", "zmagic-full-percondition"];
 
     /// <summary>Combiner names: sum, cagrad (c = 0.5, whole tensor), cagrad-per-channel, pcgrad, mgda.</summary>
     public static IReadOnlyList<string> Combiners { get; } = ["sum", "cagrad", "cagrad-per-channel", "pcgrad", "mgda"];
@@ -31,6 +36,11 @@ public static class BenchmarkMethods
             "zmagic-firstorder" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder }),
             "zmagic-reuse" => new ZMagicStrategy(new ZMagicOptions { Proposal = ZMagicProposal.ReuseFirstForward }),
             "zmagic-firstorder-reuse" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder, Proposal = ZMagicProposal.ReuseFirstForward }),
+            "vanilla-percondition" => new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }),
+            "vanilla-batched" => new VanillaStrategy(new VanillaOptions { PerConditionGradients = true, BatchConditionGradients = true }),
+            "zmagic-percondition" => new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }),
+            "zmagic-batched" => new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true, BatchConditionGradients = true }),
+            "zmagic-full-percondition" => new ZMagicStrategy(new ZMagicOptions { Jacobian = ZMagicJacobian.Full, PerConditionGradients = true }),
             _ => throw new ArgumentException($"Unknown method '{method}'. Known methods: {string.Join(", ", Methods)}.", nameof(method)),
         };
     }

@@ -92,6 +92,15 @@ public sealed record StepBenchmarkResult
     /// <summary>Condition energy evaluations per step.</summary>
     public required int EncoderCallsPerStep { get; init; }
 
+    /// <summary>
+    /// Sample items through the denoiser's forwards per step (sum of their batch sizes): forwards x batch, unless a
+    /// batched mode replicates the sample (e.g. vanilla-batched with 3 conditions: 1 forward of 3 items at batch 1).
+    /// </summary>
+    public int ForwardItemsPerStep { get; init; }
+
+    /// <summary>Sample items of the graphs the backward passes and VJPs went through per step (as <see cref="ForwardItemsPerStep"/>).</summary>
+    public int BackwardItemsPerStep { get; init; }
+
     /// <summary>Median time in the gradient combiner per step (ms).</summary>
     public required double CombinerMsMedian { get; init; }
 
@@ -268,7 +277,7 @@ public static class StepBenchmark
             if (!record) return;
             times[c].Add(trace.Timings.TotalMs);
             traces[c].Add(trace);
-            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps}; ms fwd {trace.Timings.ForwardMs:F0}, bwd {trace.Timings.BackwardMs:F0}, vjp {trace.Timings.VjpMs:F0}, enc {trace.Timings.EncoderMs:F0}, comb {trace.Timings.CombinerMs:F0})"));
+            log?.Invoke(string.Create(CultureInfo.InvariantCulture, $"{cs.Label}: {trace.Timings.TotalMs:F1} ms (fwd {trace.Passes.DenoiserForwards}, bwd {trace.Passes.DenoiserBackwards}, vjp {trace.Passes.Vjps}, items {trace.Passes.DenoiserForwardItems}/{trace.Passes.BackwardItems}; ms fwd {trace.Timings.ForwardMs:F0}, bwd {trace.Timings.BackwardMs:F0}, vjp {trace.Timings.VjpMs:F0}, enc {trace.Timings.EncoderMs:F0}, comb {trace.Timings.CombinerMs:F0})"));
         }
 
         for (int w = 0; w < o.Warmup; w++)
@@ -302,6 +311,8 @@ public static class StepBenchmark
                 BackwardPassesPerStep = last.DenoiserBackwards + last.Vjps,
                 VjpsPerStep = last.Vjps,
                 EncoderCallsPerStep = last.EncoderCalls,
+                ForwardItemsPerStep = last.DenoiserForwardItems,
+                BackwardItemsPerStep = last.BackwardItems,
                 CombinerMsMedian = combinerMedian,
                 ForwardMsMedian = Median(traces[c].Select(t => t.Timings.ForwardMs).ToArray()),
                 BackwardMsMedian = Median(traces[c].Select(t => t.Timings.BackwardMs).ToArray()),

@@ -125,12 +125,21 @@ public class ZMagicAnalyticTests
         var d = new TheoryData<ZMagicOptions, int, int, int, int>();
         foreach (int n in new[] { 1, 2, 3, 5 })
         {
-            // (options, n, forwards, backwards, vjps)
-            d.Add(new ZMagicOptions(), n, n == 1 ? 1 : 2, n, n - 1);
-            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.Full }, n, n == 1 ? 1 : 2, n, n - 1);
-            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder }, n, n == 1 ? 1 : 2, n, 0);
-            d.Add(new ZMagicOptions { Proposal = ZMagicProposal.ReuseFirstForward }, n, 1, 1, n - 1);
+            // (options, n, forwards, backwards, vjps). The sum combiner with constant step sizes: from two later
+            // conditions on (n >= 3) the shared-proposal modes fuse them into one backward and one VJP.
+            int fwd = n == 1 ? 1 : 2, bwd = Math.Min(n, 2), vjp = Math.Min(n - 1, 1);
+            d.Add(new ZMagicOptions(), n, fwd, bwd, vjp);
+            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.Full }, n, fwd, bwd, vjp);
+            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder }, n, fwd, bwd, 0);
+            d.Add(new ZMagicOptions { Proposal = ZMagicProposal.ReuseFirstForward }, n, 1, 1, vjp);
             d.Add(new ZMagicOptions { Chaining = ZMagicChaining.Chain }, n, n, n, n - 1);
+            // Per-condition (no fusion): one backward per condition and one VJP per later condition.
+            d.Add(new ZMagicOptions { PerConditionGradients = true }, n, fwd, n, n - 1);
+            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.Full, PerConditionGradients = true }, n, fwd, n, n - 1);
+            d.Add(new ZMagicOptions { Jacobian = ZMagicJacobian.FirstOrder, PerConditionGradients = true }, n, fwd, n, 0);
+            d.Add(new ZMagicOptions { Proposal = ZMagicProposal.ReuseFirstForward, PerConditionGradients = true }, n, 1, 1, n - 1);
+            // Batched per-condition gradients at the proposal: one backward of n - 1 copies.
+            d.Add(new ZMagicOptions { PerConditionGradients = true, BatchConditionGradients = true }, n, fwd, bwd, n - 1);
         }
         return d;
     }

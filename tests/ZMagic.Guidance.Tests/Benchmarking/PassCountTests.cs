@@ -107,6 +107,62 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
 
     [Theory]
     [MemberData(nameof(ConditionCounts))]
+    public void Exact_zmagic_with_the_sum_fuses_its_later_conditions_into_one_backward_and_one_VJP(int n)
+    {
+        // Before fusion (and with *-percondition): 2 forwards + 2n - 1 backward passes (n - 1 VJPs). Fused: 2 + 3 (1 VJP) for any n >= 2.
+        foreach (var method in new[] { "zmagic", "zmagic-full" })
+        {
+            var r = Measure(method, "sum", n);
+            Assert.Equal((n == 1 ? 1 : 2, n == 1 ? 1 : 3, n - 1 == 0 ? 0 : 1, n), (r.ForwardPassesPerStep, r.BackwardPassesPerStep, r.VjpsPerStep, r.EncoderCallsPerStep));
+        }
+        foreach (var method in new[] { "zmagic-percondition", "zmagic-full-percondition" })
+        {
+            var r = Measure(method, "sum", n);
+            Assert.Equal((n == 1 ? 1 : 2, 2 * n - 1, n - 1, n), (r.ForwardPassesPerStep, r.BackwardPassesPerStep, r.VjpsPerStep, r.EncoderCallsPerStep));
+        }
+        var reuse = Measure("zmagic-reuse", "sum", n);
+        Assert.Equal((1, Math.Min(n, 2), Math.Min(n - 1, 1)), (reuse.ForwardPassesPerStep, reuse.BackwardPassesPerStep, reuse.VjpsPerStep));
+        var first = Measure("zmagic-firstorder", "sum", n);
+        Assert.Equal((n == 1 ? 1 : 2, Math.Min(n, 2), 0), (first.ForwardPassesPerStep, first.BackwardPassesPerStep, first.VjpsPerStep));
+    }
+
+    [Theory]
+    [MemberData(nameof(ConditionCounts))]
+    public void Batched_vanilla_takes_every_condition_gradient_from_one_forward_and_one_backward_of_n_copies(int n)
+    {
+        foreach (var (method, combiner) in new[] { ("vanilla-batched", "cagrad"), ("vanilla-batched", "sum") })
+        {
+            var r = Measure(method, combiner, n);
+            Assert.Equal((1, 1, 0, n), (r.ForwardPassesPerStep, r.BackwardPassesPerStep, r.VjpsPerStep, r.EncoderCallsPerStep));
+            Assert.Equal((n, n), (r.ForwardItemsPerStep, r.BackwardItemsPerStep));
+        }
+        var plain = Measure("vanilla", "cagrad", n);
+        Assert.Equal((1, n), (plain.ForwardItemsPerStep, plain.BackwardItemsPerStep));
+    }
+
+    [Theory]
+    [MemberData(nameof(ConditionCounts))]
+    public void Batched_zmagic_takes_the_later_gradients_from_one_forward_and_one_backward_of_the_replicated_proposal(int n)
+    {
+        var r = Measure("zmagic-batched", "cagrad", n);
+        if (n >= 3)
+        {
+            // anchor backward + one batched backward at the proposal + n - 1 VJPs.
+            Assert.Equal((2, 2 + (n - 1), n - 1, n), (r.ForwardPassesPerStep, r.BackwardPassesPerStep, r.VjpsPerStep, r.EncoderCallsPerStep));
+            Assert.Equal((1 + (n - 1), 1 + 2 * (n - 1)), (r.ForwardItemsPerStep, r.BackwardItemsPerStep));
+        }
+        else
+        {
+            var plain = Measure("zmagic", "cagrad", n);
+            Assert.Equal((plain.ForwardPassesPerStep, plain.BackwardPassesPerStep, plain.VjpsPerStep, plain.ForwardItemsPerStep, plain.BackwardItemsPerStep),
+                (r.ForwardPassesPerStep, r.BackwardPassesPerStep, r.VjpsPerStep, r.ForwardItemsPerStep, r.BackwardItemsPerStep));
+        }
+        var unbatched = Measure("zmagic", "cagrad", n);
+        Assert.Equal((n == 1 ? 1 : 2, 2 * n - 1), (unbatched.ForwardItemsPerStep, unbatched.BackwardItemsPerStep));
+    }
+
+    [Theory]
+    [MemberData(nameof(ConditionCounts))]
     public void Reusing_the_first_forward_costs_one_forward_and_n_backward_passes(int n)
     {
         var r = Measure("zmagic-reuse", "cagrad", n);
@@ -144,6 +200,8 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
         Assert.Equal(2, root.GetProperty("forward_passes_per_step").GetInt32());
         Assert.Equal(5, root.GetProperty("backward_passes_per_step").GetInt32());
         Assert.Equal(2, root.GetProperty("vjps_per_step").GetInt32());
+        Assert.Equal(2, root.GetProperty("forward_items_per_step").GetInt32());
+        Assert.Equal(5, root.GetProperty("backward_items_per_step").GetInt32());
         Assert.Equal(3, root.GetProperty("conditions").GetInt32());
         Assert.Equal(2, root.GetProperty("steps").GetInt32());
         Assert.Equal(2, root.GetProperty("ms_per_step").GetArrayLength());
