@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using TorchSharp;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
+using ZMagic.Guidance.Benchmarking;
 using ZMagic.Guidance.Digits;
 using static TorchSharp.torch;
 
@@ -13,11 +14,17 @@ public static class BenchCommand
 {
     /// <summary>Help text.</summary>
     public const string Help = """
-        Usage: zmagic bench --preset NAME [--weights FILE | --random-weights] --method vanilla|zmagic|unguided
-                            [--combiner sum|cagrad] [--conditions N] [--steps K] [--warmup W] [--batch B] [--threads T]
+        Usage: zmagic bench --preset NAME [--weights FILE | --random-weights] --method METHOD
+                            [--combiner sum|cagrad|cagrad-per-channel|pcgrad|mgda] [--conditions N] [--steps K]
+                            [--warmup W] [--batch B] [--threads T]
+
+        METHOD: vanilla, zmagic (exact), unguided, or any other benchmark method: zmagic-full, zmagic-firstorder,
+        zmagic-reuse, zmagic-firstorder-reuse, vanilla-percondition, vanilla-batched, zmagic-percondition,
+        zmagic-batched, zmagic-full-percondition (docs/performance.md explains each).
 
         Runs K guided sampler steps (after W warm-up steps) and prints one JSON object: ms_per_step_median,
-        ms_per_step_p10/p90, forward_passes_per_step, backward_passes_per_step (backwards + VJPs), peak_memory_mb.
+        ms_per_step_p10/p90, forward_passes_per_step, backward_passes_per_step (backwards + VJPs), the median time per
+        step in forwards, backwards and VJPs (forward_ms_median, backward_ms_median, vjp_ms_median), peak_memory_mb.
         Conditions: on the digits preset up to 3 are the digit conditions (class, thickness, style); otherwise (and
         beyond 3) cheap quadratic toy energies, so that the denoiser's passes dominate as in the reference timings.
 
@@ -35,8 +42,8 @@ public static class BenchCommand
         string? weights = p.String("weights");
         bool random = p.Flag("random-weights");
         if (weights is not null && random) throw new UsageException("--weights and --random-weights contradict each other; give one.");
-        string method = p.Choice("method", "vanilla", "vanilla", "zmagic", "unguided");
-        string combinerName = p.Choice("combiner", "sum", "sum", "cagrad");
+        string method = p.Choice("method", "vanilla", BenchmarkMethods.Methods.ToArray());
+        string combinerName = p.Choice("combiner", "sum", BenchmarkMethods.Combiners.ToArray());
         int n = p.Int("conditions", 2, 0, 16);
         if (method != "unguided" && n == 0) throw new UsageException($"--method {method} needs --conditions of at least 1.");
         int steps = p.Int("steps", 5, 1, 100_000), warmup = p.Int("warmup", 1, 0, 1000), batch = p.Int("batch", 1, 1, 4096);
@@ -62,19 +69,20 @@ public static class BenchCommand
                 }
                 else conditions.Add(new ToyQuadraticCondition($"toy{k}", k, preset.Channels, preset.Size, schedule));
             }
-            IGuidanceStrategy strategy = method switch
-            {
-                "vanilla" => new VanillaStrategy(),
-                "zmagic" => new ZMagicStrategy(new ZMagicOptions()),
-                _ => UnguidedStrategy.Instance,
-            };
-            IGradientCombiner combiner = combinerName == "cagrad" ? new CAGradCombiner(0.5) : SumCombiner.Instance;
+            IGuidanceStrategy strategy = BenchmarkMethods.Strategy(method);
+            IGradientCombiner combiner = BenchmarkMethods.Combiner(combinerName);
             // Steps are spread over the whole trajectory; warm-up steps are the first ones and are not timed.
             var options = new SamplerOptions { Steps = warmup + steps, Seed = p.Long("seed", 0), BatchSize = batch, Strategy = strategy, Combiner = combiner };
             using var result = new ConditionalSampler(denoiser).Sample(method == "unguided" ? Array.Empty<IGuidanceCondition>() : conditions, options, null, ct);
-            var timed = result.Trace.Steps.Skip(warmup).ToList();
+            // FreeDoM's uniform spacing can give one timestep more than asked for (range(0, T, T // n)); time exactly K.
+            var timed = result.Trace.Steps.Skip(warmup).Take(steps).ToList();
             var ms = timed.Select(s => s.Timings.TotalMs).Order().ToArray();
             double Q(double q) => ms[(int)Math.Round(q * (ms.Length - 1))];
+            static double Median(IEnumerable<double> values)
+            {
+                var v = values.Order().ToArray();
+                return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
+            }
             var json = new JsonObject
             {
                 ["preset"] = preset.Name,
@@ -91,6 +99,9 @@ public static class BenchCommand
                 ["backward_passes_per_step"] = timed.Average(s => s.Passes.DenoiserBackwards + s.Passes.Vjps),
                 ["vjps_per_step"] = timed.Average(s => s.Passes.Vjps),
                 ["encoder_calls_per_step"] = timed.Average(s => s.Passes.EncoderCalls),
+                ["forward_ms_median"] = Median(timed.Select(s => s.Timings.ForwardMs)),
+                ["backward_ms_median"] = Median(timed.Select(s => s.Timings.BackwardMs)),
+                ["vjp_ms_median"] = Median(timed.Select(s => s.Timings.VjpMs)),
                 ["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),
             };
             stdout.WriteLine(json.ToJsonString());
