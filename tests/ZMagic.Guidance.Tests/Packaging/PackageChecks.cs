@@ -46,8 +46,11 @@ internal static class PackageChecks
             ? g : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
 }
 
-/// <summary>The packaging tests pack, build and restore in the repository: one at a time.</summary>
-[CollectionDefinition(Name)]
+/// <summary>
+/// The packaging tests pack, build and restore in the repository and keep both cores busy for half a minute and more:
+/// one at a time, and not beside timing-sensitive tests of other classes (xunit runs this collection alone).
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class PackagingCollection
 {
     /// <summary>The collection's name.</summary>

@@ -48,6 +48,8 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
             // 2. The packages.
             CheckPointer(pointer, version);
             string packedNative = CheckRidPackage(rid, temp);
+            CheckRidSymbols(Path.ChangeExtension(rid, ".snupkg"));
+            Assert.False(File.Exists(Path.ChangeExtension(pointer, ".snupkg")), "the pointer package has no binaries, so no symbols package");
             VerifyGlibcxxWeak(packedNative);
 
             // 3. Install from the feed alone.
@@ -134,7 +136,7 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
         var names = zip.Entries.Select(e => e.FullName).ToHashSet();
         foreach (var f in new[]
                  {
-                     "zmagic.dll", "zmagic.runtimeconfig.json", "zmagic.deps.json", "ZMagic.Guidance.dll", "ZMagic.Core.dll",
+                     "zmagic", "zmagic.dll", "zmagic.pdb", "zmagic.runtimeconfig.json", "zmagic.deps.json", "ZMagic.Guidance.dll", "ZMagic.Core.dll",
                      "TorchSharp.dll", "libLibTorchSharp.so", "libtorch.so", "libtorch_cpu.so", "libc10.so", "libSkiaSharp.so",
                  })
             Assert.True(names.Contains(ToolDir + f), $"{ToolDir}{f} missing from {Path.GetFileName(nupkg)}");
@@ -154,6 +156,16 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
         Directory.CreateDirectory(Path.GetDirectoryName(so)!);
         zip.GetEntry(ToolDir + "libLibTorchSharp.so")!.ExtractToFile(so);
         return so;
+    }
+
+    /// <summary>The linux-x64 package's symbols package holds the pdbs of zmagic and the libraries.</summary>
+    private static void CheckRidSymbols(string snupkg)
+    {
+        Assert.True(File.Exists(snupkg), $"{snupkg} missing");
+        using var zip = ZipFile.OpenRead(snupkg);
+        var names = zip.Entries.Select(e => e.FullName).ToHashSet();
+        foreach (var pdb in new[] { "zmagic.pdb", "ZMagic.Core.pdb", "ZMagic.Guidance.pdb" })
+            Assert.True(names.Contains(ToolDir + pdb), $"{ToolDir}{pdb} missing from {Path.GetFileName(snupkg)}");
     }
 
     private static XDocument ToolSettings(ZipArchive zip)
