@@ -11,7 +11,8 @@ namespace ZMagic.Guidance.Tests.Packaging;
 /// a temporary folder feed with a unique pre-release version, checks both packages (metadata as the libraries',
 /// tool layout, libtorch's licence, the GLIBCXX-weakened libLibTorchSharp.so), installs the tool with
 /// <c>dotnet tool install --tool-path</c> from a nuget.config that lists only that feed (no network), and runs
-/// <c>zmagic --help</c> and <c>zmagic bench</c>, which loads libtorch through the packaged natives.
+/// <c>zmagic --help</c>, <c>zmagic bench</c> (libtorch through the packaged natives) and <c>zmagic generate</c>
+/// (PNGs through the packaged SkiaSharp natives).
 /// </summary>
 [Trait("Category", "Slow")]
 [Collection(PackagingCollection.Name)]
@@ -22,7 +23,7 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
     private const string ToolDir = "tools/net10.0/linux-x64/";
 
     [Fact]
-    public void Packed_tool_installs_from_a_local_feed_and_runs_bench()
+    public void Packed_tool_installs_offline_and_runs_bench_and_generate()
     {
         var total = Stopwatch.StartNew();
         string version = $"0.1.0-tooltest.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}";
@@ -96,6 +97,19 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
             Assert.Equal(2, root.GetProperty("forward_passes_per_step").GetDouble());
             Assert.Equal(3, root.GetProperty("backward_passes_per_step").GetDouble());
             Assert.Equal(1, root.GetProperty("vjps_per_step").GetDouble());
+
+            // And one that writes PNGs through the packaged SkiaSharp natives.
+            string outDir = Path.Combine(temp, "generated");
+            (code, log) = RepoPaths.Run(zmagic,
+                $"generate --preset digits --condition digit:class=3 --method zmagic --samples 1 --steps 3 --threads 1 --quiet --out \"{outDir}\"",
+                temp, TimeSpan.FromMinutes(3), env);
+            Assert.True(code == 0, "zmagic generate failed:\n" + log);
+            foreach (var png in new[] { "sample_000.png", "grid.png" })
+            {
+                string path = Path.Combine(outDir, png);
+                Assert.True(File.Exists(path), $"{path} missing:\n{log}");
+                Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(path)[..4]);
+            }
             output.WriteLine($"total: {total.Elapsed.TotalSeconds:F1} s");
         }
         finally
@@ -140,6 +154,9 @@ public sealed class ToolPackagingTests(ITestOutputHelper output)
                      "TorchSharp.dll", "libLibTorchSharp.so", "libtorch.so", "libtorch_cpu.so", "libc10.so", "libSkiaSharp.so",
                  })
             Assert.True(names.Contains(ToolDir + f), $"{ToolDir}{f} missing from {Path.GetFileName(nupkg)}");
+        // libtorch's Python bindings and test libraries are left out (TorchSharp never loads them).
+        Assert.DoesNotContain(ToolDir + "libtorch_python.so", names);
+        Assert.DoesNotContain(ToolDir + "libjitbackend_test.so", names);
         Assert.Contains("licenses/LICENSE-LIBTORCH.txt", names);
         Assert.Contains("THIRD-PARTY-NOTICES.md", names);
         using (var licence = new StreamReader(zip.GetEntry("licenses/LICENSE-LIBTORCH.txt")!.Open()))
