@@ -20,7 +20,11 @@ internal static class RepoPaths
     }
 
     /// <summary>Runs a process to completion (bounded), returning exit code and combined output.</summary>
-    public static (int Code, string Output) Run(string file, string args, string workDir, TimeSpan timeout)
+    public static (int Code, string Output) Run(string file, string args, string workDir, TimeSpan timeout) =>
+        Run(file, args, workDir, timeout, null);
+
+    /// <summary>As <see cref="Run(string, string, string, TimeSpan)"/>, with extra environment variables.</summary>
+    public static (int Code, string Output) Run(string file, string args, string workDir, TimeSpan timeout, IReadOnlyDictionary<string, string>? environment)
     {
         var psi = new ProcessStartInfo(file, args)
         {
@@ -31,6 +35,8 @@ internal static class RepoPaths
             psi.Environment.Remove(v);
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
+        if (environment is not null)
+            foreach (var (k, v) in environment) psi.Environment[k] = v;
         using var p = Process.Start(psi) ?? throw new InvalidOperationException($"could not start {file}");
         var output = new System.Text.StringBuilder();
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };

@@ -15,6 +15,7 @@ namespace ZMagic.Guidance.Tests.Packaging;
 /// filled by this test project's own restore, so no network is needed.
 /// </summary>
 [Trait("Category", "Slow")]
+[Collection(PackagingCollection.Name)]
 public sealed class SamplePackagingTests(ITestOutputHelper output)
 {
     private static readonly string[] Libraries = ["ZMagic.Core", "ZMagic.Models", "ZMagic.Encoders", "ZMagic.Guidance"];
@@ -87,42 +88,24 @@ public sealed class SamplePackagingTests(ITestOutputHelper output)
         }
         finally
         {
-            TryDelete(temp);
+            PackageChecks.TryDelete(temp);
             // Leave no test version behind in the global packages folder.
-            string global = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } g
-                ? g : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-            foreach (var lib in Libraries) TryDelete(Path.Combine(global, lib.ToLowerInvariant(), version));
+            string global = PackageChecks.GlobalPackagesFolder();
+            foreach (var lib in Libraries) PackageChecks.TryDelete(Path.Combine(global, lib.ToLowerInvariant(), version));
         }
     }
 
     private static void CheckPackage(string nupkg, string id)
     {
         using var zip = ZipFile.OpenRead(nupkg);
+        var meta = PackageChecks.CommonMetadata(zip, id);
+        XNamespace ns = meta.Name.Namespace;
         var names = zip.Entries.Select(e => e.FullName).ToHashSet();
-        Assert.Contains("README.md", names);
-        Assert.Contains("icon.png", names);
         Assert.Contains($"lib/net10.0/{id}.dll", names);
         Assert.Contains($"lib/net10.0/{id}.xml", names);
         if (id == "ZMagic.Core") Assert.Contains("buildTransitive/ZMagic.Core.targets", names);
-        using var nuspec = zip.GetEntry($"{id}.nuspec")!.Open();
-        var doc = XDocument.Load(nuspec);
-        XNamespace ns = doc.Root!.Name.Namespace;
-        var meta = doc.Root.Element(ns + "metadata")!;
-        Assert.Equal("MIT", meta.Element(ns + "license")?.Value);
-        Assert.Equal("README.md", meta.Element(ns + "readme")?.Value);
-        Assert.Equal("icon.png", meta.Element(ns + "icon")?.Value);
-        Assert.False(string.IsNullOrWhiteSpace(meta.Element(ns + "description")?.Value));
-        Assert.Contains("diffusion", meta.Element(ns + "tags")?.Value ?? "");
-        Assert.StartsWith("https://", meta.Element(ns + "repository")?.Attribute("url")?.Value ?? "");
         var deps = meta.Descendants(ns + "dependency").Select(d => d.Attribute("id")!.Value).ToArray();
         Assert.Contains("TorchSharp", deps);
         Assert.DoesNotContain(deps, d => d.StartsWith("libtorch", StringComparison.OrdinalIgnoreCase) || d.StartsWith("TorchSharp-", StringComparison.OrdinalIgnoreCase));
-    }
-
-    private static void TryDelete(string dir)
-    {
-        try { if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
     }
 }
