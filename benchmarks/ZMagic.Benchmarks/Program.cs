@@ -28,6 +28,11 @@ public static class Program
         {
             var o = Options(args);
             if (o.TryGetValue("threads", out var threads)) TorchSharp.torch.set_num_threads(int.Parse(threads, CultureInfo.InvariantCulture));
+            // --allocator retain: NativeAllocator.RetainFreedMemory() (what the zmagic command does); default: glibc's defaults.
+            string allocator = o.TryGetValue("allocator", out var a) ? a : "default";
+            if (allocator is not ("default" or "retain")) throw new ArgumentException($"--allocator must be default or retain; got '{allocator}'.");
+            bool retained = allocator == "retain" && ZMagic.Core.Native.NativeAllocator.RetainFreedMemory();
+            Console.WriteLine($"# native allocator: {(retained ? "freed memory retained (NativeAllocator.RetainFreedMemory)" : "C library defaults")}");
             return args[0] == "compare" ? Compare(o) : Soak(o);
         }
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);

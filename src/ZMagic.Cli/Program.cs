@@ -1,4 +1,9 @@
 using ZMagic.Cli;
+using ZMagic.Core.Native;
+
+// Reuse freed native memory instead of faulting large activations in again every step (docs/performance.md);
+// ZMAGIC_NATIVE_ALLOCATOR=default keeps the C library's defaults.
+if (Environment.GetEnvironmentVariable("ZMAGIC_NATIVE_ALLOCATOR") != "default") NativeAllocator.RetainFreedMemory();
 
 using var cts = new CancellationTokenSource();
 ConsoleCancelEventHandler onCancel = (_, e) =>
