@@ -134,7 +134,12 @@ public sealed class ZMagicGenerator
         try
         {
             await foreach (var preview in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                // The sampler may be steps ahead of a slow reader (the channel is unbounded): a cancelled reader gets
+                // no buffered preview after cancelling, not only no new step.
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return preview;
+            }
         }
         finally
         {

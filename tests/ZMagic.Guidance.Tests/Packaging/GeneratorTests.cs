@@ -77,6 +77,8 @@ public sealed class GeneratorTests
             }
         });
         Assert.InRange(got.Count, 2, 3);
+        // Nothing after the cancelling preview, however far ahead the sampler ran.
+        Assert.Equal(2, got[^1]);
     }
 
     private sealed class SyncProgress(Action onReport) : IProgress<SamplingProgress>
