@@ -98,8 +98,9 @@ public sealed record ZMagicOptions
     /// of the proposal replicated n - 1 times along the batch dimension ([(n-1)*B, ...]; later condition j is evaluated
     /// on copy j) and ONE backward, instead of one forward and n - 1 backwards. The n - 1 pull-backs stay separate
     /// (batching them would need the first forward replicated too). Results equal the unbatched path within float
-    /// tolerance. Pays where a call's fixed cost dominates (GPUs, small networks); on a CPU a batch-K pass costs about
-    /// K passes, and the proposal graph's memory grows (n - 1)-fold. Off by default.
+    /// tolerance. Meant for devices where a call's fixed cost dominates (GPUs at batch 1); on a CPU a batch-K pass costs
+    /// about K passes (measured slower even on the 32x32 net), and the proposal graph's memory grows (n - 1)-fold. Off
+    /// by default.
     /// </summary>
     public bool BatchConditionGradients { get; init; }
 
