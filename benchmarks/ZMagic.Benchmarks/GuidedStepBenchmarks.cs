@@ -21,6 +21,7 @@ public abstract class GuidedStepBenchmarkBase
     private IGradientCombiner _combiner = SumCombiner.Instance;
     private Tensor? _x, _noise, _t;
     private Device _device = torch.CPU;
+    private FaceEnergies? _face;
     private readonly ISamplerStep _sampler = new FreeDoMEtaStep(0.5);
 
     /// <summary>The backbone name (see <see cref="Backbones"/>).</summary>
@@ -36,6 +37,9 @@ public abstract class GuidedStepBenchmarkBase
     public abstract int Conditions { get; set; }
 
     /// <summary>Device: cpu, cuda or cuda:N (from env ZMAGIC_BENCH_DEVICES).</summary>
+    /// <summary>Condition energies: "toy" (cheap, the denoiser dominates) or "face" (<see cref="FaceEnergies"/>).</summary>
+    public virtual string Energies { get; set; } = "toy";
+
     [ParamsSource(nameof(DeviceValues))]
     public string Device { get; set; } = "cpu";
 
@@ -48,7 +52,12 @@ public abstract class GuidedStepBenchmarkBase
     {
         _device = StepBenchmark.ParseDevice(Device);
         _denoiser = Backbones.Create(Backbone, _device);
-        _conditions = ToyCondition.Many(Conditions, _denoiser.Channels, _denoiser.SampleSize, _device);
+        if (Energies == "face")
+        {
+            _face = new FaceEnergies(_device);
+            _conditions = _face.Conditions(Conditions, _denoiser.Channels, _denoiser.SampleSize, _device);
+        }
+        else _conditions = ToyCondition.Many(Conditions, _denoiser.Channels, _denoiser.SampleSize, _device);
         _strategy = BenchmarkMethods.Strategy(Method);
         _combiner = BenchmarkMethods.Combiner(Combiner);
         var g = new torch.Generator(7);
@@ -85,6 +94,7 @@ public abstract class GuidedStepBenchmarkBase
         _noise?.Dispose();
         _t?.Dispose();
         _denoiser?.Dispose();
+        _face?.Dispose();
     }
 }
 
@@ -131,4 +141,8 @@ public class CelebAHqStepBenchmarks : GuidedStepBenchmarkBase
     /// <inheritdoc />
     [Params(1, 2, 3, 5)]
     public override int Conditions { get; set; } = 2;
+
+    /// <summary>Toy energies, or the real face encoders (identity, parsing, landmarks; toy beyond three).</summary>
+    [Params("toy", "face")]
+    public override string Energies { get; set; } = "toy";
 }

@@ -57,14 +57,19 @@ public static class Program
     {
         var device = StepBenchmark.ParseDevice(Get(o, "device", "cpu"));
         using var denoiser = Backbones.Create(Get(o, "backbone", "digits32"), device);
+        // --energies toy (default): cheap toy energies, so the denoiser's passes dominate; face: the real face encoders.
+        string energies = Get(o, "energies", "toy");
+        if (energies is not ("toy" or "face")) throw new ArgumentException($"--energies must be toy or face; got '{energies}'.");
+        using var face = energies == "face" ? new FaceEnergies(device) : null;
         var cases = Get(o, "cases", "vanilla/sum/2,zmagic/cagrad/2").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(spec =>
         {
             var p = spec.Split('/');
             if (p.Length != 3) throw new ArgumentException($"Case '{spec}': expected method/combiner/conditions.");
             int n = int.Parse(p[2], CultureInfo.InvariantCulture);
             return new StepBenchmarkCase(spec, BenchmarkMethods.Strategy(p[0]), BenchmarkMethods.Combiner(p[1]),
-                ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
+                face?.Conditions(n, denoiser.Channels, denoiser.SampleSize, device) ?? ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
         }).ToList();
+        Console.WriteLine($"# energies: {(face is null ? "toy" : "face (identity IR-SE50, parsing BiSeNet, landmarks MobileFaceNet; formula weights)")}");
         var options = new StepBenchmarkOptions
         {
             Steps = int.Parse(Get(o, "steps", "3"), CultureInfo.InvariantCulture),
