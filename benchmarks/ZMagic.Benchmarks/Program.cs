@@ -85,8 +85,7 @@ public static class Program
         Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in results)
         {
-            var roundRatios = r.MsPerStep.Zip(results[0].MsPerStep, (a, b) => a / b).Order().ToArray();
-            double roundRatio = roundRatios.Length % 2 == 1 ? roundRatios[roundRatios.Length / 2] : (roundRatios[roundRatios.Length / 2 - 1] + roundRatios[roundRatios.Length / 2]) / 2;
+            double roundRatio = StepBenchmark.Median(r.MsPerStep.Zip(results[0].MsPerStep, (a, b) => a / b));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {r.Label} | {r.ForwardPassesPerStep} | {r.BackwardPassesPerStep} ({r.VjpsPerStep}) | {r.ForwardItemsPerStep} / {r.BackwardItemsPerStep} | {r.MsPerStepMedian:F0} | {r.MsPerStepMad:F0} | {r.MsPerStepMedian / baseline:F2} | {roundRatio:F2} | {r.ForwardMsMedian:F0} / {r.BackwardMsMedian:F0} / {r.VjpMsMedian:F0} | {r.CombinerMsMedian:F2} | {100 * r.CombinerFraction:F3}% |"));
         }

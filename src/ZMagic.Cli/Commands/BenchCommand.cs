@@ -78,11 +78,6 @@ public static class BenchCommand
             var timed = result.Trace.Steps.Skip(warmup).Take(steps).ToList();
             var ms = timed.Select(s => s.Timings.TotalMs).Order().ToArray();
             double Q(double q) => ms[(int)Math.Round(q * (ms.Length - 1))];
-            static double Median(IEnumerable<double> values)
-            {
-                var v = values.Order().ToArray();
-                return v.Length % 2 == 1 ? v[v.Length / 2] : (v[v.Length / 2 - 1] + v[v.Length / 2]) / 2;
-            }
             var json = new JsonObject
             {
                 ["preset"] = preset.Name,
@@ -99,9 +94,9 @@ public static class BenchCommand
                 ["backward_passes_per_step"] = timed.Average(s => s.Passes.DenoiserBackwards + s.Passes.Vjps),
                 ["vjps_per_step"] = timed.Average(s => s.Passes.Vjps),
                 ["encoder_calls_per_step"] = timed.Average(s => s.Passes.EncoderCalls),
-                ["forward_ms_median"] = Median(timed.Select(s => s.Timings.ForwardMs)),
-                ["backward_ms_median"] = Median(timed.Select(s => s.Timings.BackwardMs)),
-                ["vjp_ms_median"] = Median(timed.Select(s => s.Timings.VjpMs)),
+                ["forward_ms_median"] = StepBenchmark.Median(timed.Select(s => s.Timings.ForwardMs)),
+                ["backward_ms_median"] = StepBenchmark.Median(timed.Select(s => s.Timings.BackwardMs)),
+                ["vjp_ms_median"] = StepBenchmark.Median(timed.Select(s => s.Timings.VjpMs)),
                 ["peak_memory_mb"] = Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024.0),
             };
             stdout.WriteLine(json.ToJsonString());

@@ -351,10 +351,12 @@ public static class StepBenchmark
         return new SoakResult(steps, samples);
     }
 
-    private static double Median(double[] v)
+    /// <summary>The median of <paramref name="values"/> (mean of the middle two for an even count); NaN when empty.</summary>
+    public static double Median(IEnumerable<double> values)
     {
-        if (v.Length == 0) return double.NaN;
-        var s = v.OrderBy(d => d).ToArray();
+        ArgumentNullException.ThrowIfNull(values);
+        var s = values.Order().ToArray();
+        if (s.Length == 0) return double.NaN;
         return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 }
