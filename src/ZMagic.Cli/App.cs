@@ -19,6 +19,7 @@ public static class App
           models     List backbone presets; `models check --preset NAME FILE` checks a checkpoint against one
           train      Train the embedded digits networks (`train digits`)
           bench      Time guided steps (JSON)
+          doctor     Check that libtorch computes correct numbers on this CPU (and what was switched off)
 
         Examples:
           zmagic demo --out demo-out
@@ -42,6 +43,9 @@ public static class App
         var rest = args[1..];
         try
         {
+            // Every command that runs a network first makes sure the kernels compute correct numbers on this CPU.
+            if (args[0] is "demo" or "generate" or "train" or "bench" && !rest.Any(a => a is "--help" or "-h"))
+                Numerics.Apply(stderr, cancellationToken);
             return args[0] switch
             {
                 "demo" => DemoCommand.Run(rest, stdout, stderr, cancellationToken),
@@ -49,14 +53,15 @@ public static class App
                 "models" => ModelsCommand.Run(rest, stdout, stderr),
                 "train" => TrainCommand.Run(rest, stdout, stderr, cancellationToken),
                 "bench" => BenchCommand.Run(rest, stdout, stderr, cancellationToken),
+                "doctor" => DoctorCommand.Run(rest, stdout, stderr, cancellationToken),
                 "--version" => Version(stdout),
-                _ => throw new UsageException($"Unknown command '{args[0]}'. Commands: demo, generate, models, train, bench."),
+                _ => throw new UsageException($"Unknown command '{args[0]}'. Commands: demo, generate, models, train, bench, doctor."),
             };
         }
         catch (UsageException e)
         {
             stderr.WriteLine($"error: {e.Message}");
-            stderr.WriteLine($"Run 'zmagic {(args[0] is "demo" or "generate" or "models" or "train" or "bench" ? args[0] + " " : "")}--help' for usage.");
+            stderr.WriteLine($"Run 'zmagic {(args[0] is "demo" or "generate" or "models" or "train" or "bench" or "doctor" ? args[0] + " " : "")}--help' for usage.");
             return ExitCodes.Usage;
         }
         catch (InputException e)
@@ -74,7 +79,7 @@ public static class App
             stderr.WriteLine("Cancelled; no partial output was written.");
             return ExitCodes.Cancelled;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or InvalidDataException or ArgumentException or Core.Guidance.GuidanceException or NotSupportedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or InvalidDataException or ArgumentException or Core.Guidance.GuidanceException or NotSupportedException or Core.Native.NumericsException)
         {
             stderr.WriteLine($"error: {e.Message}");
             if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(e.ToString());

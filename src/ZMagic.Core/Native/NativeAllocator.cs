@@ -19,6 +19,7 @@ public static class NativeAllocator
     // <malloc.h>
     private const int M_TRIM_THRESHOLD = -1;
     private const int M_MMAP_MAX = -4;
+    private const int M_PERTURB = -6;
 
     /// <summary>
     /// On Linux with glibc: serve large blocks from the heap instead of fresh mmaps and never trim freed heap memory, so
@@ -40,6 +41,38 @@ public static class NativeAllocator
         {
             return false;
         }
+    }
+
+    /// <summary>
+    /// Until the returned object is disposed, glibc fills every block it hands out with the byte 0x7F (float32
+    /// 3.39e38) and every block freed with 0x80 (its <c>M_PERTURB</c> setting, process-wide), so that a read of
+    /// memory nobody wrote shows as a huge value instead of a plausible leftover. Used by
+    /// <see cref="NumericsSelfCheck"/>; costs a memset per allocation meanwhile. Nothing happens on other C libraries.
+    /// The previous setting (the <c>MALLOC_PERTURB_</c> environment variable, or none) comes back on dispose.
+    /// </summary>
+    internal static IDisposable PerturbAllocations()
+    {
+        if (!OperatingSystem.IsLinux() || !TryMallopt(M_PERTURB, 0x80)) return NoOp.Instance;
+        int previous = int.TryParse(Environment.GetEnvironmentVariable("MALLOC_PERTURB_"), out var p) ? p & 0xff : 0;
+        return new Restore(() => TryMallopt(M_PERTURB, previous));
+    }
+
+    private static bool TryMallopt(int param, int value)
+    {
+        try { return mallopt(param, value) == 1; }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException) { return false; }
+    }
+
+    private sealed class NoOp : IDisposable
+    {
+        public static readonly NoOp Instance = new();
+        public void Dispose() { }
+    }
+
+    private sealed class Restore(Func<bool> restore) : IDisposable
+    {
+        private int disposed;
+        public void Dispose() { if (Interlocked.Exchange(ref disposed, 1) == 0) restore(); }
     }
 
     [DllImport("libc", EntryPoint = "mallopt")]

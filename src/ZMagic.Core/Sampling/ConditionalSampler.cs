@@ -61,6 +61,8 @@ public sealed class ConditionalSampler
     /// <exception cref="OperationCanceledException">The token was cancelled; nothing is returned and every step tensor is freed.</exception>
     /// <exception cref="SamplingException">A step produced NaN or infinite values.</exception>
     /// <exception cref="GuidanceException">A condition produced non-finite values under <see cref="NonFinitePolicy.Fail"/>.</exception>
+    /// <exception cref="Native.NumericsException">libtorch computes wrong gradients on this CPU and no workaround helps
+    /// (<see cref="SamplerOptions.CheckNumerics"/>).</exception>
     public SamplingResult Sample(
         IReadOnlyList<IGuidanceCondition> conditions,
         SamplerOptions options,
@@ -71,6 +73,8 @@ public sealed class ConditionalSampler
         ArgumentNullException.ThrowIfNull(options);
         ValidateConditions(conditions);
         ValidateOptions(options);
+        if (options.CheckNumerics && conditions.Count > 0 && (options.Device ?? torch.CPU).type == DeviceType.CPU)
+            Native.NumericsSelfCheck.EnsureHealthy(cancellationToken: cancellationToken);
 
         var schedule = _denoiser.Schedule ?? throw new InvalidOperationException($"{_denoiser.GetType().Name}.Schedule is null.");
         var pairs = BuildTimesteps(options, schedule);

@@ -50,6 +50,14 @@ public sealed record SamplerOptions
     public NonFinitePolicy NonFinitePolicy { get; init; } = NonFinitePolicy.Fail;
 
     /// <summary>
+    /// On the CPU, before the first guided step, make sure libtorch's kernels compute correct gradients on this
+    /// machine: <see cref="ZMagic.Core.Native.NumericsSelfCheck.EnsureHealthy"/> runs once per process (a few seconds;
+    /// later runs reuse its answer) and switches oneDNN off process-wide if its kernels are wrong here. Default true;
+    /// set false when the application has already decided (e.g. called <c>EnsureHealthy</c> itself at start).
+    /// </summary>
+    public bool CheckNumerics { get; init; } = true;
+
+    /// <summary>
     /// Optional starting sample x_T [B, C, H, W] (finite values); drawn from the item streams when null. It is
     /// copied, never modified or disposed by the sampler.
     /// </summary>

@@ -1,0 +1,294 @@
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Native;
+
+/// <summary>
+/// A numerics self-check of the libtorch kernels that guided sampling relies on: convolution, transposed
+/// convolution, linear and group norm, forward and input-gradient, at the layer shapes of the backbones and encoders,
+/// in float32 against a float64 reference (which runs ATen's own kernels, never oneDNN), each repeated to expose
+/// non-determinism. <see cref="Run"/> only measures; <see cref="EnsureHealthy"/> also routes around what is broken.
+/// </summary>
+/// <remarks>
+/// Why: oneDNN's JIT kernels are chosen per CPU; a defective one (docs/reliability.md, "Numerics on every CPU") gives
+/// wrong or non-finite input gradients on some CPUs only, and guidance then steers by garbage. The check takes a few
+/// seconds on 2 cores. It runs in the calling thread; libtorch's thread count is left as it is.
+/// </remarks>
+public static class NumericsSelfCheck
+{
+    /// <summary>Relative L2 error above which a float32 result counts as wrong (float32 rounding is ~1e-6).</summary>
+    public const double Tolerance = 1e-4;
+
+    private static readonly object gate = new();
+    private static NumericsReport? healthyReport;
+
+    /// <summary>The probes: one per layer family and shape class that the built-in networks run through oneDNN.</summary>
+    public static IReadOnlyList<NumericsProbe> Probes { get; } = BuildProbes();
+
+    /// <summary>
+    /// Runs every probe <paramref name="repeats"/> times with oneDNN in its current state and reports each one; changes
+    /// nothing.
+    /// </summary>
+    public static NumericsReport Run(int repeats = 3, IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(repeats, 2);
+        var sw = Stopwatch.StartNew();
+        var results = new List<NumericsProbeResult>(Probes.Count);
+        foreach (var probe in Probes)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            progress?.Report(probe.Name);
+            results.Add(probe.Evaluate(repeats));
+        }
+        return new NumericsReport(LibTorchRuntime.CpuDescription, LibTorchRuntime.VectorIsa, LibTorchRuntime.OneDnnVersion,
+            LibTorchRuntime.Threads, LibTorchRuntime.OneDnnEnabled, results, [], sw.Elapsed);
+    }
+
+    /// <summary>
+    /// Runs the check once per process (later calls return the first answer) and, when a probe fails with oneDNN on,
+    /// switches ATen's use of oneDNN off (<see cref="LibTorchRuntime.TrySetOneDnnEnabled"/>) and checks again. Returns
+    /// the report of the configuration left in place; its <see cref="NumericsReport.Workarounds"/> says what was
+    /// switched off.
+    /// </summary>
+    /// <exception cref="NumericsException">A probe still fails with oneDNN off (or the switch is missing): this
+    /// libtorch computes wrong numbers on this CPU and no workaround is known; the message names the probes.</exception>
+    public static NumericsReport EnsureHealthy(IProgress<string>? progress = null, CancellationToken cancellationToken = default)
+    {
+        lock (gate)
+        {
+            return healthyReport ??= Decide(() => Run(3, progress, cancellationToken),
+                () => LibTorchRuntime.OneDnnEnabled, LibTorchRuntime.TrySetOneDnnEnabled);
+        }
+    }
+
+    /// <summary>
+    /// The decision of <see cref="EnsureHealthy"/>, on injected measurements: check; if something fails with oneDNN
+    /// on, switch it off and check again; keep that if it passes, otherwise restore oneDNN and throw.
+    /// </summary>
+    internal static NumericsReport Decide(Func<NumericsReport> run, Func<bool?> oneDnnEnabled, Func<bool, bool> setOneDnn)
+    {
+        var first = run();
+        if (first.Healthy) return first;
+        var failedWithOneDnn = string.Join("; ", first.Failures.Select(f => f.Describe()));
+        if (oneDnnEnabled() != true || !setOneDnn(false))
+            throw new NumericsException(first, "libtorch computes wrong numbers on this CPU and oneDNN cannot be switched off "
+                + $"here (see docs/reliability.md): {failedWithOneDnn}");
+
+        var second = run();
+        if (second.Healthy)
+        {
+            var note = $"oneDNN switched off for this process (ATen's own kernels instead); with it on: {failedWithOneDnn}";
+            return second with { Workarounds = [note], Elapsed = first.Elapsed + second.Elapsed };
+        }
+        setOneDnn(true);
+        throw new NumericsException(second, "libtorch computes wrong numbers on this CPU even without oneDNN (see "
+            + "docs/reliability.md): " + string.Join("; ", second.Failures.Select(f => f.Describe())));
+    }
+
+    /// <summary>The report of the last successful <see cref="EnsureHealthy"/> in this process, or null.</summary>
+    public static NumericsReport? LastHealthyReport
+    {
+        get { lock (gate) return healthyReport; }
+    }
+
+    private static List<NumericsProbe> BuildProbes()
+    {
+        var list = new List<NumericsProbe>();
+        void Conv(string name, int b, int cin, int cout, int hw, int k, int stride, int pad) =>
+            list.Add(NumericsProbe.Conv2d(name, b, cin, cout, hw, k, stride, pad));
+        // Tiny channel counts (fewer than one 8/16-lane block: the padded-channel paths of the blocked kernels), as in
+        // the tests' small UNets, at batch 2 and 4 (batched per-condition passes replicate the batch).
+        Conv("conv3x3 tiny c2->2 b2", 2, 2, 2, 6, 3, 1, 1);
+        Conv("conv3x3 tiny c2->2 b4", 4, 2, 2, 6, 3, 1, 1);
+        Conv("conv6x6 tiny c1->2 b2", 2, 1, 2, 6, 6, 1, 1);
+        Conv("conv3x3 c3->32 b2", 2, 3, 32, 16, 3, 1, 1);
+        // A kernel as large as its input (a classifier's last layer): oneDNN runs it as an inner product.
+        Conv("conv8x8 full c2->32 b32", 32, 2, 32, 8, 8, 1, 0);
+        Conv("conv3x3 c32->32 b2", 2, 32, 32, 8, 3, 1, 1);
+        // Backbone widths (DDPM/ADM UNets, SD): stride 1, the stride-2 downsample without padding, 1x1 shortcuts.
+        Conv("conv3x3 c128->128 b1", 1, 128, 128, 16, 3, 1, 1);
+        Conv("conv3x3 c128->256 b2", 2, 128, 256, 8, 3, 1, 1);
+        Conv("conv3x3 s2 c128->128 b1", 1, 128, 128, 17, 3, 2, 0);
+        Conv("conv1x1 c256->512 b2", 2, 256, 512, 8, 1, 1, 0);
+        Conv("conv3x3 c3->128 b1 (stem)", 1, 3, 128, 32, 3, 1, 1);
+        // Encoders: ResNet stems (7x7 s2), IR-SE 1x1 stride-2 shortcuts, depthwise (MobileFaceNet).
+        Conv("conv7x7 s2 c3->64 b1", 1, 3, 64, 32, 7, 2, 3);
+        Conv("conv1x1 s2 c128->256 b1", 1, 128, 256, 14, 1, 2, 0);
+        Conv("conv3x3 p0 c32->32 b1", 1, 32, 32, 37, 3, 1, 0);
+        list.Add(NumericsProbe.DepthwiseConv2d("conv3x3 depthwise c64 b2", 2, 64, 16, 1, 1));
+        list.Add(NumericsProbe.DepthwiseConv2d("conv3x3 depthwise s2 p0 c128 b1", 1, 128, 15, 2, 0));
+        list.Add(NumericsProbe.DepthwiseConv2d("conv3x3 depthwise c128 b1", 1, 128, 28, 1, 1));
+        // Channels-last inputs (the face-api networks' NHWC tensors) select oneDNN's brgemm kernels instead.
+        list.Add(NumericsProbe.Conv2d("conv3x3 p0 c32->32 b1 NHWC", 1, 32, 32, 37, 3, 1, 0).ChannelsLast());
+        list.Add(NumericsProbe.Conv2d("conv1x1 s2 c128->256 b1 NHWC", 1, 128, 256, 14, 1, 2, 0).ChannelsLast());
+        list.Add(NumericsProbe.DepthwiseConv2d("conv3x3 depthwise p0 c128 b1 NHWC", 1, 128, 16, 1, 0).ChannelsLast());
+        list.Add(NumericsProbe.ConvTranspose2d("conv_transpose4x4 s2 c16->8 b2", 2, 16, 8, 8));
+        list.Add(NumericsProbe.Linear("linear 512->512 b2", 2, 512, 512));
+        list.Add(NumericsProbe.GroupNorm("group_norm 32 groups c128 b2", 2, 128, 8));
+        return list;
+    }
+}
+
+/// <summary>One probe of <see cref="NumericsSelfCheck"/>: an operation at one shape.</summary>
+public sealed class NumericsProbe
+{
+    private readonly long[][] inputShapes;
+    private readonly Func<Tensor[], Tensor> op;
+
+    private bool channelsLast;  // set once, by ChannelsLast()
+
+    internal NumericsProbe(string name, string operation, long[][] inputShapes, Func<Tensor[], Tensor> op)
+    {
+        Name = name;
+        Operation = operation;
+        this.inputShapes = inputShapes;
+        this.op = op;
+    }
+
+    /// <summary>A short name with the shape class, e.g. "conv3x3 c128->128 b1".</summary>
+    public string Name { get; }
+
+    /// <summary>The operation and its exact shapes, e.g. "conv2d x[1,128,16,16] w[128,128,3,3] s1 p1".</summary>
+    public string Operation { get; }
+
+    internal NumericsProbe ChannelsLast() =>
+        new(Name, Operation + " channels-last", inputShapes, op) { channelsLast = true };
+
+    internal static NumericsProbe Conv2d(string name, int b, int cin, int cout, int hw, int k, int stride, int pad) =>
+        new(name, $"conv2d x[{b},{cin},{hw},{hw}] w[{cout},{cin},{k},{k}] s{stride} p{pad}",
+            [[b, cin, hw, hw], [cout, cin, k, k], [cout]],
+            t => nn.functional.conv2d(t[0], t[1], t[2], strides: [stride, stride], padding: [pad, pad]));
+
+    internal static NumericsProbe DepthwiseConv2d(string name, int b, int c, int hw, int stride, int pad) =>
+        new(name, $"conv2d x[{b},{c},{hw},{hw}] w[{c},1,3,3] s{stride} p{pad} groups {c}",
+            [[b, c, hw, hw], [c, 1, 3, 3], [c]],
+            t => nn.functional.conv2d(t[0], t[1], t[2], strides: [stride, stride], padding: [pad, pad], groups: c));
+
+    internal static NumericsProbe ConvTranspose2d(string name, int b, int cin, int cout, int hw) =>
+        new(name, $"conv_transpose2d x[{b},{cin},{hw},{hw}] w[{cin},{cout},4,4] s2 p1",
+            [[b, cin, hw, hw], [cin, cout, 4, 4], [cout]],
+            t => nn.functional.conv_transpose2d(t[0], t[1], t[2], strides: [2, 2], padding: [1, 1]));
+
+    internal static NumericsProbe Linear(string name, int b, int inF, int outF) =>
+        new(name, $"linear x[{b},{inF}] w[{outF},{inF}]", [[b, inF], [outF, inF], [outF]],
+            t => nn.functional.linear(t[0], t[1], t[2]));
+
+    internal static NumericsProbe GroupNorm(string name, int b, int c, int hw) =>
+        new(name, $"group_norm x[{b},{c},{hw},{hw}] 32 groups", [[b, c, hw, hw], [c], [c]],
+            t => nn.functional.group_norm(t[0], 32, t[1], t[2], 1e-6));
+
+    /// <summary>Runs the probe <paramref name="repeats"/> times in float32 and once in float64.</summary>
+    public NumericsProbeResult Evaluate(int repeats)
+    {
+        using var scope = NewDisposeScope();
+        var gen = new Generator(1234, CPU);
+        var inputs64 = inputShapes.Select((s, i) => randn(s, float64, CPU, generator: gen) * (i == 0 ? 1.0 : 1.0 / Math.Sqrt(Math.Max(1, s.Skip(1).Aggregate(1L, (a, d) => a * d))))).ToArray();
+        var (refOut, refGrad, gradOut64) = ForwardAndInputGrad(inputs64, null);
+
+        double worstOut = 0, worstGrad = 0;
+        bool finite = true, deterministic = true;
+        Tensor? firstOut = null, firstGrad = null;
+        var gradOut32 = Layout(gradOut64.to_type(float32));
+        for (int r = 0; r < repeats; r++)
+        {
+            // Fresh float32 copies each time, and every buffer allocated meanwhile filled with 3.4e38 (glibc's malloc
+            // perturbation): a kernel that reads memory it did not write (an accumulator it did not zero, the padding
+            // of a channel block) then gives a huge error instead of a plausible one.
+            Tensor out32, grad32, inferred;
+            using (NativeAllocator.PerturbAllocations())
+            {
+                var inputs32 = inputs64.Select(t => Layout(t.to_type(float32))).ToArray();
+                (out32, grad32, _) = ForwardAndInputGrad(inputs32, gradOut32);
+                // Inference (no autograd) can select other kernels than training: check its output as well.
+                using (no_grad()) inferred = op(inputs32);
+            }
+            finite = finite && out32.isfinite().all().item<bool>() && grad32.isfinite().all().item<bool>()
+                && inferred.isfinite().all().item<bool>();
+            worstOut = Math.Max(worstOut, Math.Max(RelativeError(out32, refOut), RelativeError(inferred, refOut)));
+            worstGrad = Math.Max(worstGrad, RelativeError(grad32, refGrad));
+            if (firstOut is null) { firstOut = out32; firstGrad = grad32; }
+            else deterministic = deterministic && SameBits(out32, firstOut) && SameBits(grad32, firstGrad!);
+        }
+        return new NumericsProbeResult(Name, Operation, worstOut, worstGrad, finite, deterministic);
+    }
+
+    private (Tensor Output, Tensor InputGrad, Tensor GradOutput) ForwardAndInputGrad(Tensor[] inputs, Tensor? gradOutput)
+    {
+        var x = inputs[0].detach().requires_grad_(true);
+        using var enable = enable_grad();
+        var y = op([x, .. inputs.Skip(1)]);
+        var gy = gradOutput ?? randn(y.shape, y.dtype, CPU, generator: new Generator(4321, CPU));
+        var gx = autograd.grad([y], [x], [gy], retain_graph: false)[0];
+        return (y.detach(), gx.detach(), gy);
+    }
+
+    // NHWC strides (what PyTorch calls channels_last) for 4-d tensors of a channels-last probe.
+    private Tensor Layout(Tensor t) =>
+        channelsLast && t.dim() == 4 ? t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : t.contiguous();
+
+    private static bool SameBits(Tensor a, Tensor b) =>
+        a.data<float>().ToArray().AsSpan().SequenceEqual(b.data<float>().ToArray());
+
+    private static double RelativeError(Tensor got, Tensor reference)
+    {
+        var g = got.to_type(float64);
+        double num = (g - reference).norm().item<double>();
+        double den = reference.norm().item<double>();
+        if (double.IsNaN(num) || double.IsInfinity(num)) return double.PositiveInfinity;
+        return den > 0 ? num / den : num;
+    }
+}
+
+/// <summary>The outcome of one <see cref="NumericsProbe"/>.</summary>
+/// <param name="Name">The probe's short name.</param>
+/// <param name="Operation">The operation and its shapes.</param>
+/// <param name="OutputError">Worst relative L2 error of the float32 output against float64, over the repeats.</param>
+/// <param name="InputGradError">Worst relative L2 error of the float32 input gradient against float64.</param>
+/// <param name="Finite">Every float32 output and gradient was finite.</param>
+/// <param name="Deterministic">Every repeat gave the same bits.</param>
+public sealed record NumericsProbeResult(string Name, string Operation, double OutputError, double InputGradError, bool Finite, bool Deterministic)
+{
+    /// <summary>Finite, deterministic and within <see cref="NumericsSelfCheck.Tolerance"/> forward and backward.</summary>
+    public bool Passed => Finite && Deterministic && OutputError <= NumericsSelfCheck.Tolerance && InputGradError <= NumericsSelfCheck.Tolerance;
+
+    /// <summary>One line: what failed and by how much.</summary>
+    public string Describe()
+    {
+        var what = new List<string>();
+        if (!Finite) what.Add("non-finite values");
+        if (!Deterministic) what.Add("differs between identical runs");
+        if (OutputError > NumericsSelfCheck.Tolerance) what.Add($"forward rel. error {OutputError:G3}");
+        if (InputGradError > NumericsSelfCheck.Tolerance) what.Add($"input-gradient rel. error {InputGradError:G3}");
+        return $"{Operation}: {(what.Count == 0 ? "ok" : string.Join(", ", what))}";
+    }
+}
+
+/// <summary>What <see cref="NumericsSelfCheck"/> found.</summary>
+/// <param name="Cpu">CPU vendor and model.</param>
+/// <param name="VectorIsa">The widest vector ISA available.</param>
+/// <param name="OneDnnVersion">The oneDNN version inside libtorch, or null.</param>
+/// <param name="Threads">libtorch's intra-op threads.</param>
+/// <param name="OneDnnEnabled">Whether ATen routes to oneDNN (null: unknown).</param>
+/// <param name="Probes">Every probe's result.</param>
+/// <param name="Workarounds">What was switched off to pass (empty when nothing was).</param>
+/// <param name="Elapsed">Time taken.</param>
+public sealed record NumericsReport(string Cpu, string VectorIsa, string? OneDnnVersion, int Threads, bool? OneDnnEnabled,
+    IReadOnlyList<NumericsProbeResult> Probes, IReadOnlyList<string> Workarounds, TimeSpan Elapsed)
+{
+    /// <summary>Every probe passed.</summary>
+    public bool Healthy => Probes.All(p => p.Passed);
+
+    /// <summary>The probes that failed.</summary>
+    public IEnumerable<NumericsProbeResult> Failures => Probes.Where(p => !p.Passed);
+}
+
+/// <summary>libtorch computes wrong numbers on this machine and no workaround helped.</summary>
+public sealed class NumericsException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public NumericsException(NumericsReport report, string message) : base(message) => Report = report;
+
+    /// <summary>The failing check's report.</summary>
+    public NumericsReport Report { get; }
+}

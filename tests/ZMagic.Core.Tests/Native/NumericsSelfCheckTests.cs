@@ -1,0 +1,174 @@
+using ZMagic.Core.Native;
+using static TorchSharp.torch;
+
+namespace ZMagic.Core.Tests.Native;
+
+/// <summary>
+/// The numerics self-check: the probes pass on this machine in the configuration the product leaves in place, and the
+/// check itself catches each kind of defect seen on other CPUs (non-finite values, run-to-run differences, wrong
+/// values, reads of memory a kernel did not write) and routes around it.
+/// </summary>
+public class NumericsSelfCheckTests
+{
+    private static NumericsProbe Probe(string name, Func<Tensor[], Tensor> op) =>
+        new(name, name, [[2, 3, 6, 6], [4, 3, 3, 3], [4]], op);
+
+    private static Tensor Conv(Tensor[] t) => nn.functional.conv2d(t[0], t[1], t[2], padding: [1, 1]);
+
+    [Fact]
+    public void Every_probe_passes_after_EnsureHealthy_and_the_report_names_the_machine()
+    {
+        var healthy = NumericsSelfCheck.EnsureHealthy();
+        Assert.True(healthy.Healthy, string.Join("\n", healthy.Failures.Select(f => f.Describe())));
+
+        // The configuration EnsureHealthy left in place passes when checked again, probe by probe.
+        var again = NumericsSelfCheck.Run(repeats: 2);
+        Assert.All(again.Probes, p => Assert.True(p.Passed, p.Describe()));
+        Assert.Equal(NumericsSelfCheck.Probes.Count, again.Probes.Count);
+        Assert.False(string.IsNullOrWhiteSpace(again.Cpu));
+        Assert.False(string.IsNullOrWhiteSpace(again.VectorIsa));
+        Assert.True(again.Threads >= 1);
+        // libtorch 2.10 CPU bundles oneDNN 3.x and exports the switch.
+        Assert.NotNull(again.OneDnnEnabled);
+        Assert.Matches(@"^\d+\.\d+", again.OneDnnVersion ?? "");
+    }
+
+    [Fact]
+    public void The_probes_cover_every_layer_family_the_networks_use()
+    {
+        var ops = NumericsSelfCheck.Probes.Select(p => p.Operation).ToList();
+        Assert.Contains(ops, o => o.StartsWith("conv2d", StringComparison.Ordinal) && o.Contains("w[2,2,3,3]"));   // tiny channels
+        Assert.Contains(ops, o => o.Contains("s2 p0", StringComparison.Ordinal));                                   // strided, unpadded
+        Assert.Contains(ops, o => o.Contains("groups", StringComparison.Ordinal));                                  // depthwise
+        Assert.Contains(ops, o => o.StartsWith("conv_transpose2d", StringComparison.Ordinal));
+        Assert.Contains(ops, o => o.StartsWith("linear", StringComparison.Ordinal));
+        Assert.Contains(ops, o => o.StartsWith("group_norm", StringComparison.Ordinal));
+        Assert.Contains(NumericsSelfCheck.Probes, p => p.Name.EndsWith("NHWC", StringComparison.Ordinal));
+        Assert.Equal(ops.Count, ops.Distinct().Count());
+    }
+
+    [Fact]
+    public void A_correct_operation_passes()
+    {
+        var r = Probe("conv", Conv).Evaluate(3);
+        Assert.True(r.Passed, r.Describe());
+        Assert.InRange(r.OutputError, 0, 1e-6);
+        Assert.InRange(r.InputGradError, 0, 1e-6);
+    }
+
+    [Fact]
+    public void A_non_finite_float32_result_is_caught()
+    {
+        var r = Probe("nan", t =>
+        {
+            var y = Conv(t);
+            if (y.dtype != ScalarType.Float32) return y;
+            var mask = zeros_like(y);
+            mask[0, 0, 0, 0] = tensor(float.NaN);
+            return y + mask;
+        }).Evaluate(2);
+        Assert.False(r.Finite);
+        Assert.False(r.Passed);
+        Assert.Contains("non-finite", r.Describe());
+    }
+
+    [Fact]
+    public void A_result_that_changes_between_identical_runs_is_caught()
+    {
+        int calls = 0;
+        var r = Probe("racy", t =>
+        {
+            var y = Conv(t);
+            return y.dtype == ScalarType.Float32 ? y + 1e-7f * (Interlocked.Increment(ref calls) % 3) : y;
+        }).Evaluate(3);
+        Assert.False(r.Deterministic);
+        Assert.False(r.Passed);
+        Assert.Contains("differs between identical runs", r.Describe());
+    }
+
+    [Fact]
+    public void A_wrong_input_gradient_is_caught_even_when_the_forward_is_right()
+    {
+        // Forward exact; backward scaled by 1.01 in float32 only (a straight-through trick: y + 0.01 (y - y.detach())).
+        var r = Probe("bad-grad", t =>
+        {
+            var y = Conv(t);
+            return y.dtype == ScalarType.Float32 ? y + 0.01f * (y - y.detach()) : y;
+        }).Evaluate(2);
+        Assert.True(r.OutputError < NumericsSelfCheck.Tolerance);
+        Assert.True(r.InputGradError > NumericsSelfCheck.Tolerance, r.Describe());
+        Assert.False(r.Passed);
+    }
+
+    [Fact]
+    public void A_kernel_that_reads_memory_it_did_not_write_is_caught()
+    {
+        // torch.empty hands out whatever was freed last, usually a plausible leftover; while the check runs, new
+        // buffers hold 3.4e38, so an operation that adds 1e-30 * (uninitialised memory) is off by ~3e8.
+        var r = Probe("uninitialised", t =>
+        {
+            var y = Conv(t);
+            return y.dtype == ScalarType.Float32 ? y + 1e-30f * empty_like(y) : y;
+        }).Evaluate(3);
+        Assert.True(r.OutputError > 1e3, r.Describe());
+        Assert.False(r.Passed);
+    }
+
+    [Fact]
+    public void While_perturbed_every_new_buffer_holds_a_huge_value_and_afterwards_not()
+    {
+        const long n = 1000;
+        using (NativeAllocator.PerturbAllocations())
+        {
+            using var e = empty(n);
+            Assert.True((e == 3.3961514e38f).all().item<bool>());
+        }
+        using (var scope = NewDisposeScope()) _ = zeros(n);  // leave zeros in a freed block of that size
+        using var after = empty(n);
+        Assert.False((after == 3.3961514e38f).all().item<bool>());
+    }
+
+    private static NumericsReport Report(bool healthy) => new("cpu", "isa", "3.7.1", 1, true,
+        [new NumericsProbeResult("p", "conv2d x", healthy ? 1e-7 : 0.5, 1e-7, true, true)], [], TimeSpan.Zero);
+
+    [Fact]
+    public void Decide_keeps_a_healthy_configuration_untouched()
+    {
+        bool switched = false;
+        var r = NumericsSelfCheck.Decide(() => Report(true), () => true, v => switched = true);
+        Assert.True(r.Healthy);
+        Assert.Empty(r.Workarounds);
+        Assert.False(switched);
+    }
+
+    [Fact]
+    public void Decide_switches_oneDNN_off_when_that_fixes_the_numbers_and_says_so()
+    {
+        bool enabled = true;
+        var r = NumericsSelfCheck.Decide(() => Report(!enabled), () => enabled, v => { enabled = v; return true; });
+        Assert.False(enabled);
+        Assert.True(r.Healthy);
+        var note = Assert.Single(r.Workarounds);
+        Assert.Contains("oneDNN switched off", note);
+        Assert.Contains("conv2d x", note);
+    }
+
+    [Fact]
+    public void Decide_restores_oneDNN_and_names_the_probes_when_nothing_helps()
+    {
+        bool enabled = true;
+        var e = Assert.Throws<NumericsException>(() =>
+            NumericsSelfCheck.Decide(() => Report(false), () => enabled, v => { enabled = v; return true; }));
+        Assert.True(enabled);
+        Assert.Contains("even without oneDNN", e.Message);
+        Assert.Contains("conv2d x", e.Message);
+        Assert.False(e.Report.Healthy);
+    }
+
+    [Fact]
+    public void Decide_fails_with_a_message_when_the_switch_is_missing()
+    {
+        var e = Assert.Throws<NumericsException>(() => NumericsSelfCheck.Decide(() => Report(false), () => null, _ => false));
+        Assert.Contains("cannot be switched off", e.Message);
+    }
+}
