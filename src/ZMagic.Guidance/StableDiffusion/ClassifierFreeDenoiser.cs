@@ -88,7 +88,10 @@ public sealed class ClassifierFreeDenoiser : IDenoiser
         {
             var squares = correction.detach().to(ScalarType.Float64).square();
             LastCorrectionRms = Math.Sqrt(squares.mean().item<double>());
-            LastCorrectionMeanSquares = b == 1 ? new[] { LastCorrectionRms * LastCorrectionRms } : squares.flatten(1).mean(new long[] { 1 }).data<double>().ToArray();
+            // Each item's mean over its own slice: the same reduction as the whole-tensor mean of that item alone.
+            LastCorrectionMeanSquares = b == 1
+                ? new[] { LastCorrectionRms * LastCorrectionRms }
+                : torch.stack(Enumerable.Range(0, (int)b).Select(i => squares.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
         }
         return parts[0] + correction;
     }

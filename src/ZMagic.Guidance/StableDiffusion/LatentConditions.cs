@@ -34,7 +34,9 @@ public sealed record CfgRelativeStepSize(ClassifierFreeDenoiser Denoiser, double
         if (squares.Count == 0 || squares.Count % b != 0)
             throw new InvalidOperationException($"The CFG denoiser's latest call had {squares.Count} items; a step size for a batch of {b} needs a multiple of {b}.");
         int copies = squares.Count / b;
-        var gradientSquares = context.Gradient.to(ScalarType.Float64).square().flatten(1).mean(new long[] { 1 }).data<double>().ToArray();
+        // Per-item slices, reduced like a batch of one, so that an item's rms(g) does not depend on the batch.
+        var squares64 = context.Gradient.to(ScalarType.Float64).square();
+        var gradientSquares = stack(Enumerable.Range(0, b).Select(i => squares64.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
         var rho = new double[b];
         for (int i = 0; i < b; i++)
         {
