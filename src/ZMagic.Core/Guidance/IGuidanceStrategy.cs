@@ -85,6 +85,11 @@ public enum NonFinitePolicy
 }
 
 /// <summary>Combines per-condition task gradients of one step into one update.</summary>
+/// <remarks>
+/// <see cref="Combine"/> treats its tensors as one problem. The strategies call it once per batch item (tasks of shape
+/// [1, ...]), so that the weights a conflict combiner finds for one sample never depend on its batch mates; only a
+/// combiner that declares <see cref="IsElementwise"/> receives the whole batch at once.
+/// </remarks>
 public interface IGradientCombiner
 {
     /// <summary>Name for traces and reports.</summary>
@@ -94,6 +99,13 @@ public interface IGradientCombiner
     /// The update for task gradients of equal shape. When all tasks agree, the result equals their plain sum.
     /// </summary>
     Tensor Combine(IReadOnlyList<Tensor> taskGradients);
+
+    /// <summary>
+    /// True when every element of the output depends only on the same element of the tasks (the plain sum), so the
+    /// whole batch can be combined in one call. False by default: the strategies then call <see cref="Combine"/> once
+    /// per batch item.
+    /// </summary>
+    bool IsElementwise => false;
 }
 
 /// <summary>Guidance failed at a named step and condition.</summary>

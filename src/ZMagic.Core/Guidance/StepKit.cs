@@ -95,22 +95,71 @@ internal sealed class StepKit
         return false;
     }
 
-    /// <summary>The step size of condition k.</summary>
-    public double StepSize(int k, Tensor eps, Tensor? gradient)
+    /// <summary>
+    /// The per-item step sizes [B] of condition k (see <see cref="IStepSizeRule.StepSizes"/>), recorded in the trace
+    /// (<see cref="ConditionTrace.StepSizes"/> per item, <see cref="ConditionTrace.StepSize"/> their mean).
+    /// </summary>
+    public double[] StepSize(int k, Tensor eps, Tensor? gradient)
     {
         var rule = _s.Conditions[k].Schedule.StepSize;
+        var name = _s.Conditions[k].Name;
         var g = gradient ?? torch.empty(0, eps.dtype, eps.device);
-        double rho = rule.StepSize(new StepSizeContext(T, _s.Timesteps.Next, _s.AlphaBar, _s.AlphaBarNext, eps, g));
-        if (!double.IsFinite(rho))
+        double[] rho = rule.StepSizes(new StepSizeContext(T, _s.Timesteps.Next, _s.AlphaBar, _s.AlphaBarNext, eps, g));
+        long b = eps.shape[0];
+        if (rho is null || rho.Length != b)
+            throw new GuidanceException($"The step-size rule of condition '{name}' returned {(rho is null ? "null" : rho.Length + " values")} for a batch of {b} at timestep {T}; expected one per item.", name, T);
+        rho = (double[])rho.Clone();
+        var bad = rho.FirstOrDefault(v => !double.IsFinite(v), 0.0);
+        if (!double.IsFinite(bad))
         {
-            var name = _s.Conditions[k].Name;
             if (_s.NonFinitePolicy == NonFinitePolicy.Fail)
-                throw new GuidanceException($"Condition '{name}' got a non-finite step size {rho} at timestep {T}.", name, T);
+                throw new GuidanceException($"Condition '{name}' got a non-finite step size {bad} at timestep {T}.", name, T);
             Traces[k].Skipped = true;
         }
-        Traces[k].StepSize = rho;
+        Traces[k].StepSize = rho.Length == 1 ? rho[0] : rho.Average();
+        Traces[k].StepSizes = rho;
         return rho;
     }
+
+    /// <summary>Whether every item has the same step size (then a plain scalar multiplication is used).</summary>
+    private static bool Uniform(double[] rho) => rho.All(v => v.Equals(rho[0]));
+
+    /// <summary>
+    /// <paramref name="rho"/> [B] (or one value) as a tensor shaped to broadcast over <paramref name="like"/>'s item
+    /// dims ([B, 1, ...]), in the dtype a scalar multiplication would compute in (float for half types).
+    /// </summary>
+    private static Tensor PerItem(double[] rho, Tensor like, int dims)
+    {
+        var shape = new long[Math.Max(dims, 1)];
+        Array.Fill(shape, 1L);
+        shape[0] = rho.Length;
+        var dtype = like.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? ScalarType.Float32 : like.dtype;
+        return torch.tensor(rho, ScalarType.Float64).to(dtype, like.device).reshape(shape);
+    }
+
+    /// <summary>
+    /// <paramref name="t"/> [B, ...] times item i's step size on item i. Equal step sizes use a scalar multiplication;
+    /// unequal ones a [B, 1, ...] tensor in the scalar path's compute type, which rounds each element identically.
+    /// </summary>
+    public static Tensor Times(Tensor t, double[] rho)
+    {
+        if (Uniform(rho)) return t * rho[0];
+        if (t.shape[0] != rho.Length)
+            throw new ArgumentException($"{rho.Length} step sizes for a batch of {t.shape[0]}.", nameof(rho));
+        var r = PerItem(rho, t, (int)t.dim());
+        return r.dtype == t.dtype ? t * r : (t.to(r.dtype) * r).to(t.dtype);
+    }
+
+    /// <summary><c>sum_i rho_i E_i</c> of per-item energies [B] (a scalar to differentiate: item i's gradient is rho_i grad E_i).</summary>
+    public static Tensor WeightedEnergy(Tensor energy, double[] rho)
+    {
+        if (Uniform(rho)) return energy.sum() * rho[0];
+        var r = PerItem(rho, energy, 1);
+        return r.dtype == energy.dtype ? (energy * r).sum() : (energy.to(r.dtype) * r).sum();
+    }
+
+    /// <summary>Whether any item's step size is non-zero.</summary>
+    public static bool AnyNonZero(double[] rho) => rho.Any(v => v != 0);
 
     /// <summary>One backward pass (gradient of a scalar), timed and counted.</summary>
     public Tensor Backward(Tensor scalar, Tensor input, bool retainGraph, bool createGraph = false, string what = "gradient")
@@ -161,26 +210,60 @@ internal sealed class StepKit
     /// <summary>Whether condition k's step-size rule ignores the gradient.</summary>
     public bool GradientFreeStepSize(int k) => !_s.Conditions[k].Schedule.StepSize.UsesGradient;
 
-    /// <summary>Runs the combiner, timed.</summary>
+    /// <summary>
+    /// Runs the combiner, timed: once for the whole batch when it is elementwise (the sum), else once per batch item on
+    /// the items' slices [1, ...], so that a conflict combiner's Gram matrix and weights belong to one sample.
+    /// </summary>
     public Tensor Combine(IReadOnlyList<Tensor> tasks)
     {
         var sw = Stopwatch.StartNew();
-        var u = _s.Combiner.Combine(tasks);
+        var combiner = _s.Combiner;
+        long b = tasks[0].dim() == 0 ? 1 : tasks[0].shape[0];
+        Tensor u;
+        if (b == 1 || combiner.IsElementwise)
+        {
+            u = combiner.Combine(tasks);
+        }
+        else
+        {
+            var parts = new Tensor[b];
+            for (int i = 0; i < b; i++)
+            {
+                int item = i;
+                parts[i] = combiner.Combine(tasks.Select(t => t.narrow(0, item, 1)).ToList());
+                if (parts[i].dim() == 0 || parts[i].shape[0] != 1)
+                    throw new GuidanceException($"Combiner '{combiner.Name}' returned shape [{string.Join(", ", parts[i].shape)}] for one batch item; expected [1, ...].", null, T);
+            }
+            u = torch.cat(parts, 0);
+        }
         _s.Trace.Timings.CombinerMs += sw.Elapsed.TotalMilliseconds;
         if (!u.shape.SequenceEqual(tasks[0].shape))
-            throw new GuidanceException($"Combiner '{_s.Combiner.Name}' returned shape [{string.Join(", ", u.shape)}]; expected [{string.Join(", ", tasks[0].shape)}].", null, T);
+            throw new GuidanceException($"Combiner '{combiner.Name}' returned shape [{string.Join(", ", u.shape)}]; expected [{string.Join(", ", tasks[0].shape)}].", null, T);
         return u;
     }
 
     /// <summary>Records the energy (summed over the batch) of condition k.</summary>
     public void RecordEnergy(int k, Tensor energy) => Traces[k].Energy = energy.detach().sum().to(ScalarType.Float64).item<double>();
 
-    /// <summary>Records the L2 norm of condition k's task gradient (before the step size).</summary>
+    /// <summary>
+    /// Records condition k's gradient norm from the fused gradient <c>rho_i g_i</c> of a single condition: the whole
+    /// batch's <c>||g||</c> (left NaN when an item's step size is zero, since its g cannot be recovered).
+    /// </summary>
+    public void RecordFusedNorm(int k, Tensor fused, double[] rho)
+    {
+        if (rho.Any(v => v == 0)) return;
+        Traces[k].GradientNorm = Uniform(rho)
+            ? fused.to(ScalarType.Float64).norm().item<double>() / Math.Abs(rho[0])
+            : Times(fused.to(ScalarType.Float64), rho.Select(v => 1 / Math.Abs(v)).ToArray()).norm().item<double>();
+    }
+
+    /// <summary>Records the L2 norm of condition k's task gradient (before the step size), taken over the whole batch.</summary>
     public void RecordNorm(int k, Tensor gradient) => Traces[k].GradientNorm = gradient.detach().to(ScalarType.Float64).norm().item<double>();
 
     /// <summary>
     /// The pairwise cosine matrix over all conditions (NaN where a condition has no gradient this step), from one
-    /// Gram matrix of the given per-condition gradients.
+    /// Gram matrix of the given per-condition gradients over the whole batch (a trace summary only: the combiners
+    /// work per item).
     /// </summary>
     public void RecordCosines(IReadOnlyList<int> indices, IReadOnlyList<Tensor> gradients)
     {

@@ -38,6 +38,9 @@ public sealed class SumCombiner : IGradientCombiner
     public string Name => "sum";
 
     /// <inheritdoc />
+    public bool IsElementwise => true;
+
+    /// <inheritdoc />
     public Tensor Combine(IReadOnlyList<Tensor> taskGradients)
     {
         ArgumentNullException.ThrowIfNull(taskGradients);

@@ -94,15 +94,15 @@ public sealed class VanillaStrategy : IGuidanceStrategy
             var rhos = remaining.ToDictionary(k => k, k => kit.StepSize(k, epsD, null));
             remaining = remaining.Where(k => !kit.Traces[k].Skipped).ToList();
             if (remaining.Count == 0) return baseStep;
-            Tensor total = energies[remaining[0]].sum() * rhos[remaining[0]];
-            foreach (var k in remaining.Skip(1)) total = total + energies[k].sum() * rhos[k];
+            // Per-item step sizes: item i's gradient of sum_i rho_ki E_ki is rho_ki g_ki (items share no graph).
+            Tensor total = StepKit.WeightedEnergy(energies[remaining[0]], rhos[remaining[0]]);
+            foreach (var k in remaining.Skip(1)) total = total + StepKit.WeightedEnergy(energies[k], rhos[k]);
             // The graph is kept so that a non-finite sum can be traced back to its condition below.
             var g = kit.Backward(total, x, retainGraph: true, what: "guidance gradient");
             if (torch.isfinite(g).all().item<bool>())
             {
                 kit.Inspect("grad_sum", g);
-                if (remaining.Count == 1 && rhos[remaining[0]] != 0)
-                    kit.Traces[remaining[0]].GradientNorm = g.to(ScalarType.Float64).norm().item<double>() / Math.Abs(rhos[remaining[0]]);
+                if (remaining.Count == 1) kit.RecordFusedNorm(remaining[0], g, rhos[remaining[0]]);
                 update = g;
                 kit.Inspect("update", update);
                 var fusedNext = baseStep - update;
@@ -134,10 +134,10 @@ public sealed class VanillaStrategy : IGuidanceStrategy
                 : kit.Backward(energies[k].sum(), x, retainGraph: i + 1 < remaining.Count, what: $"gradient of '{name}'");
             if (!kit.CheckFinite(k, g, "gradient")) continue;
             kit.RecordNorm(k, g);
-            double rho = kit.StepSize(k, epsD, g);
+            var rho = kit.StepSize(k, epsD, g);
             if (kit.Traces[k].Skipped) continue;
             kit.Inspect("g/" + name, g);
-            var task = g * rho;
+            var task = StepKit.Times(g, rho);
             kit.Inspect("task/" + name, task);
             tasks.Add(task);
             gradients.Add(g);

@@ -71,7 +71,8 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         // The anchor: the first active condition with a finite energy, gradient and step size.
         int pos = 0, anchor = -1;
         Tensor? g1 = null;
-        double rho1 = 0;
+        // Per-item step sizes [B] ({0} until an anchor is found).
+        double[] rho1 = { 0.0 };
         while (!Options.AnchorOnBaseStep && pos < active.Count)
         {
             step.CancellationToken.ThrowIfCancellationRequested();
@@ -84,7 +85,7 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
             var g = kit.Backward(e.sum(), x, retainGraph: true, createGraph: full, what: $"gradient of '{name}'");
             if (!kit.CheckFinite(k, g.detach(), "gradient")) continue;
             kit.RecordNorm(k, g);
-            double rho = kit.StepSize(k, epsD, g.detach());
+            var rho = kit.StepSize(k, epsD, g.detach());
             if (kit.Traces[k].Skipped) continue;
             anchor = k; g1 = g; rho1 = rho;
             break;
@@ -99,16 +100,16 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         {
             var anchorName = step.Conditions[anchor].Name;
             kit.Inspect("g/" + anchorName, g1D);
-            tasks.Add(g1D * rho1);
+            tasks.Add(StepKit.Times(g1D, rho1));
             gradients.Add(g1D);
             used.Add(anchor);
             kit.Inspect("task/" + anchorName, tasks[0]);
         }
 
         var later = active.Skip(pos).ToList();
-        var firstProposal = baseD - g1D * rho1;
+        var firstProposal = baseD - StepKit.Times(g1D, rho1);
         // What the pull-back differentiates: the base step (research code), or the whole proposal (with the Hessian).
-        var vjpOutput = !needsVjp ? null : full && g1 is not null ? baseGraph! - g1 * rho1 : baseGraph!;
+        var vjpOutput = !needsVjp ? null : full && g1 is not null ? baseGraph! - StepKit.Times(g1, rho1) : baseGraph!;
         bool exact = Options.Proposal == ZMagicProposal.Exact;
         // One proposal (one leaf, one forward when exact) for every later condition: star chaining, no branch noise.
         bool sharedProposal = Options.Chaining == ZMagicChaining.Star && !Options.BranchNoise;
@@ -165,8 +166,9 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
                 }
                 else
                 {
-                    Tensor total = evaluated[terms[0].K].sum() * terms[0].Rho;
-                    foreach (var (k, rho) in terms.Skip(1)) total = total + evaluated[k].sum() * rho;
+                    // Per-item step sizes: item i's gradient of sum_i rho_ki E_ki is rho_ki gh_ki.
+                    Tensor total = StepKit.WeightedEnergy(evaluated[terms[0].K], terms[0].Rho);
+                    foreach (var (k, rho) in terms.Skip(1)) total = total + StepKit.WeightedEnergy(evaluated[k], rho);
                     // Graphs are kept so that a non-finite result can be traced back to its condition per condition.
                     var gh = exact
                         ? kit.Backward(total, leaf, retainGraph: true, what: "fused gradient of the later conditions at the proposal")
@@ -229,7 +231,7 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
                             var noise = draw();
                             if (!noise.shape.SequenceEqual(step.X.shape))
                                 throw new GuidanceException($"DrawNoise returned shape [{string.Join(", ", noise.shape)}]; expected [{string.Join(", ", step.X.shape)}].", name, kit.T);
-                            proposal = step.Sampler.Step(step.X, x0D, epsD, a, an, noise) - g1D * rho1;
+                            proposal = step.Sampler.Step(step.X, x0D, epsD, a, an, noise) - StepKit.Times(g1D, rho1);
                         }
                         else proposal = firstProposal;
 
@@ -259,14 +261,14 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
             if (!kit.CheckFinite(k, d, "pulled-back gradient")) continue;
             kit.Inspect("d/" + name, d);
             kit.RecordNorm(k, d);
-            double rho = kit.StepSize(k, epsD, d);
+            var rho = kit.StepSize(k, epsD, d);
             if (kit.Traces[k].Skipped) continue;
-            var task = d * rho;
+            var task = StepKit.Times(d, rho);
             kit.Inspect("task/" + name, task);
             tasks.Add(task);
             gradients.Add(d);
             used.Add(k);
-            if (Options.Chaining == ZMagicChaining.Chain) chainProposal = chainProposal - gh * rho;
+            if (Options.Chaining == ZMagicChaining.Chain) chainProposal = chainProposal - StepKit.Times(gh, rho);
         }
 
         // The number of task terms the update rule sees (the fused task stands for fusedTerms of them).

@@ -24,7 +24,8 @@ public sealed class SamplingTrace
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
     /// <summary>
-    /// One CSV row per step and condition: step, t, next, repeat, condition, active, energy, grad_norm, step_size,
+    /// One CSV row per step and condition: step, t, next, repeat, condition, active, energy (batch sum), grad_norm (whole
+    /// batch), step_size (batch mean),
     /// then the step's timings (ms) and pass counts (forwards, backwards, VJPs, encoder calls, forward and backward items).
     /// </summary>
     public string ToCsv()
@@ -76,7 +77,8 @@ public sealed class StepTrace
 
     /// <summary>
     /// Pairwise cosine similarity between the conditions' task gradients (the paper's Fig. 1), [K][K], or null when
-    /// fewer than two conditions were active.
+    /// fewer than two conditions were active. Taken over the whole batch (the gradients flattened across items), a
+    /// summary: at batch 1 it is the sample's own; combiners such as CAGrad use one Gram matrix per item.
     /// </summary>
     public double[][]? GradientCosines { get; set; }
 
@@ -96,14 +98,20 @@ public sealed class ConditionTrace
     /// <summary>Whether the condition's window was open at this step.</summary>
     public bool Active { get; set; }
 
-    /// <summary>Energy summed over the batch, at the point where the condition was evaluated.</summary>
+    /// <summary>Energy summed over the batch (not a mean), at the point where the condition was evaluated.</summary>
     public double Energy { get; set; } = double.NaN;
 
-    /// <summary>L2 norm of the condition's task gradient with respect to x_t (before the step size).</summary>
+    /// <summary>
+    /// L2 norm of the condition's task gradient with respect to x_t (before the step size), over the whole batch:
+    /// <c>sqrt(sum_i ||g_i||^2)</c>, a summary only (guidance itself is computed per item).
+    /// </summary>
     public double GradientNorm { get; set; } = double.NaN;
 
-    /// <summary>The step size rho used.</summary>
+    /// <summary>The step size rho used: the mean of <see cref="StepSizes"/> over the batch items (the item's own value at batch 1).</summary>
     public double StepSize { get; set; } = double.NaN;
+
+    /// <summary>The step size of every batch item (step sizes are computed per item), or null when none was computed.</summary>
+    public double[]? StepSizes { get; set; }
 
     /// <summary>True when the non-finite policy skipped this condition at this step.</summary>
     public bool Skipped { get; set; }

@@ -11,7 +11,8 @@ namespace ZMagic.Guidance.StableDiffusion;
 /// </summary>
 /// <remarks>
 /// The text embeddings are fixed at construction (encoded once). <see cref="LastCorrectionRms"/> keeps the RMS of the
-/// CFG correction <c>s * (eps_c - eps_u)</c> of the most recent call, for <see cref="CfgRelativeStepSize"/>.
+/// CFG correction <c>s * (eps_c - eps_u)</c> of the most recent call (and <see cref="LastCorrectionMeanSquares"/> per
+/// item), for <see cref="CfgRelativeStepSize"/>.
 /// </remarks>
 public sealed class ClassifierFreeDenoiser : IDenoiser
 {
@@ -60,8 +61,14 @@ public sealed class ClassifierFreeDenoiser : IDenoiser
     /// <summary>The CFG scale.</summary>
     public double GuidanceScale { get; }
 
-    /// <summary>RMS of <c>s * (eps_c - eps_u)</c> at the most recent call (0 without CFG).</summary>
+    /// <summary>RMS of <c>s * (eps_c - eps_u)</c> over the whole batch of the most recent call (0 without CFG).</summary>
     public double LastCorrectionRms { get; private set; }
+
+    /// <summary>
+    /// Mean square of <c>s * (eps_c - eps_u)</c> per batch item of the most recent call (zeros without CFG), so that
+    /// <see cref="CfgRelativeStepSize"/> can give each item a step size of its own.
+    /// </summary>
+    public IReadOnlyList<double> LastCorrectionMeanSquares { get; private set; } = Array.Empty<double>();
 
     /// <inheritdoc />
     public Tensor Forward(Tensor x, Tensor t)
@@ -70,6 +77,7 @@ public sealed class ClassifierFreeDenoiser : IDenoiser
         if (_uncond is null || GuidanceScale == 1.0)
         {
             LastCorrectionRms = 0;
+            LastCorrectionMeanSquares = new double[b];
             return _unet.forward(x, t.to(ScalarType.Int64), _cond.to(x.dtype).expand(b, -1, -1));
         }
         var states = torch.cat(new[] { _uncond.to(x.dtype).expand(b, -1, -1), _cond.to(x.dtype).expand(b, -1, -1) }, 0);
@@ -77,7 +85,14 @@ public sealed class ClassifierFreeDenoiser : IDenoiser
         var parts = both.chunk(2, 0);
         var correction = (parts[1] - parts[0]) * GuidanceScale;
         using (torch.no_grad())
-            LastCorrectionRms = Math.Sqrt(correction.detach().to(ScalarType.Float64).square().mean().item<double>());
+        {
+            var squares = correction.detach().to(ScalarType.Float64).square();
+            LastCorrectionRms = Math.Sqrt(squares.mean().item<double>());
+            // Each item's mean over its own slice: the same reduction as the whole-tensor mean of that item alone.
+            LastCorrectionMeanSquares = b == 1
+                ? new[] { LastCorrectionRms * LastCorrectionRms }
+                : torch.stack(Enumerable.Range(0, (int)b).Select(i => squares.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
+        }
         return parts[0] + correction;
     }
 }

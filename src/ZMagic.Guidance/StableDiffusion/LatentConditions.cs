@@ -9,15 +9,43 @@ namespace ZMagic.Guidance.StableDiffusion;
 /// <c>s * (eps_c - eps_u)</c> of the denoiser's latest call (FreeDoM SD_style uses scale 0.2). The guidance step is
 /// thereby as large as a fixed fraction of the text guidance's own push, whatever the energy's magnitude.
 /// </summary>
+/// <remarks>
+/// Both RMS values are taken per batch item (FreeDoM takes them over the whole batch), so an image does not depend on
+/// its batch mates. When the latest call replicated the batch (<c>BatchConditionGradients</c>: m copies of B items),
+/// item i's correction RMS covers its m copies. At batch 1 the numbers are those of the whole-tensor form.
+/// </remarks>
 /// <param name="Denoiser">The CFG denoiser whose correction is measured.</param>
 /// <param name="Scale">The fraction.</param>
 public sealed record CfgRelativeStepSize(ClassifierFreeDenoiser Denoiser, double Scale) : IStepSizeRule
 {
-    /// <inheritdoc />
+    /// <summary>The step size from the whole context (one item, or the whole batch with whole-batch RMS values).</summary>
     public double StepSize(in StepSizeContext context)
     {
         double rmsG = Math.Sqrt(context.Gradient.to(ScalarType.Float64).square().mean().item<double>());
         return rmsG > 0 ? Scale * Denoiser.LastCorrectionRms / rmsG : 0.0;
+    }
+
+    /// <inheritdoc />
+    public double[] StepSizes(in StepSizeContext context)
+    {
+        int b = StepSizeRules.Items(context);
+        if (b == 1) return new[] { StepSize(context) };
+        var squares = Denoiser.LastCorrectionMeanSquares;
+        if (squares.Count == 0 || squares.Count % b != 0)
+            throw new InvalidOperationException($"The CFG denoiser's latest call had {squares.Count} items; a step size for a batch of {b} needs a multiple of {b}.");
+        int copies = squares.Count / b;
+        // Per-item slices, reduced like a batch of one, so that an item's rms(g) does not depend on the batch.
+        var squares64 = context.Gradient.to(ScalarType.Float64).square();
+        var gradientSquares = stack(Enumerable.Range(0, b).Select(i => squares64.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
+        var rho = new double[b];
+        for (int i = 0; i < b; i++)
+        {
+            double ms = 0;
+            for (int j = 0; j < copies; j++) ms += squares[j * b + i];
+            double rmsC = Math.Sqrt(ms / copies), rmsG = Math.Sqrt(gradientSquares[i]);
+            rho[i] = rmsG > 0 ? Scale * rmsC / rmsG : 0.0;
+        }
+        return rho;
     }
 }
 

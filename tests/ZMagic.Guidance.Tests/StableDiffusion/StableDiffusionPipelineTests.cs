@@ -114,6 +114,30 @@ public class StableDiffusionPipelineTests : IClassFixture<TinySdFixture>
         Window = new GuidanceWindow(Stop: 200, Start: 1000),
     };
 
+    /// <summary>
+    /// Image 0 is the same alone or with a batch mate: the CFG-relative step size (rms of the item's own CFG correction
+    /// over rms of its own gradient) and CAGrad are per item. The UNet's kernels may round batch 2 differently, hence
+    /// a tolerance; whole-batch RMS values or Gram matrices differ by far more.
+    /// </summary>
+    [Theory]
+    [InlineData(SdGuidanceMethod.Vanilla, false)]
+    [InlineData(SdGuidanceMethod.ZMagic, true)]
+    public void FirstImageIsTheSameAloneOrInABatchOfTwo(SdGuidanceMethod method, bool cagrad)
+    {
+        using var model = StableDiffusionModel.LoadDiffusersFolder(_fx.Root);
+        using var reference = torch.linspace(-1, 1, 32 * 32 * 3).reshape(1, 3, 32, 32);
+        var conditions = new IGuidanceCondition[] { new MeanColourCondition("style", 0.6f, -0.2f, 0.1f), new LowPassContentCondition(reference) };
+        var gen = new StableDiffusionGenerator(model);
+        var request = Request(method, conditions) with { Combiner = cagrad ? new CAGradCombiner(0.5) : null };
+        using var one = gen.Generate(request);
+        using var two = gen.Generate(request with { BatchSize = 2 });
+        using var unguided = gen.Generate(request with { Conditions = Array.Empty<IGuidanceCondition>() });
+        double Rel(Tensor x, Tensor y) => (x - y).to(ScalarType.Float64).norm().item<double>() / y.to(ScalarType.Float64).norm().item<double>();
+        Assert.True(Rel(unguided.Images[0], one.Images[0]) > 1e-3, "guidance barely acted; the comparison would be vacuous");
+        double rel = Rel(two.Images[0], one.Images[0]);
+        Assert.True(rel < 1e-4, $"image 0 alone vs in a batch of 2: rel L2 {rel:E2}");
+    }
+
     [Theory]
     [InlineData(SdGuidanceMethod.Vanilla)]
     [InlineData(SdGuidanceMethod.ZMagic)]
