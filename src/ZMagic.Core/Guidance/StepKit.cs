@@ -90,10 +90,19 @@ internal sealed class StepKit
         if (torch.isfinite(value).all().item<bool>()) return true;
         var name = _s.Conditions[k].Name;
         if (_s.NonFinitePolicy == NonFinitePolicy.Fail)
-            throw new GuidanceException($"Condition '{name}' produced a non-finite {what} at timestep {T} (step {_s.Trace.Index}).", name, T);
+            throw new GuidanceException($"Condition '{name}' produced a non-finite {what} at timestep {T} (step {_s.Trace.Index}).{KernelHint()}", name, T);
         Traces[k].Skipped = true;
         return false;
     }
+
+    /// <summary>What a non-finite message adds about the CPU kernels: checked and fine, checked and worked around, or
+    /// not checked (a caller that drives strategies without the sampler's check).</summary>
+    private static string KernelHint() => Native.NumericsSelfCheck.LastHealthyReport switch
+    {
+        null => " If the condition is sound, check libtorch's kernels on this CPU: NumericsSelfCheck.EnsureHealthy() or `zmagic doctor` (docs/reliability.md).",
+        { Workarounds.Count: > 0 } r => $" libtorch's kernels were checked at start: {r.Workarounds[0]}.",
+        _ => " libtorch's kernels passed the numerics self-check, so the condition, its weights or its scale are the likely cause.",
+    };
 
     /// <summary>
     /// The per-item step sizes [B] of condition k (see <see cref="IStepSizeRule.StepSizes"/>), recorded in the trace
@@ -113,7 +122,7 @@ internal sealed class StepKit
         if (!double.IsFinite(bad))
         {
             if (_s.NonFinitePolicy == NonFinitePolicy.Fail)
-                throw new GuidanceException($"Condition '{name}' got a non-finite step size {bad} at timestep {T}.", name, T);
+                throw new GuidanceException($"Condition '{name}' got a non-finite step size {bad} at timestep {T}.{KernelHint()}", name, T);
             Traces[k].Skipped = true;
         }
         Traces[k].StepSize = rho.Length == 1 ? rho[0] : rho.Average();
