@@ -33,7 +33,7 @@ public sealed class SdGenerateTests : IDisposable
     {
         var path = Path.Combine(_root, name);
         using var img = torch.linspace(-1, 1, 3 * 32 * 32).reshape(1, 3, 32, 32);
-        ImageFiles.WriteGrid(img, path, 1, gap: 0);
+        CliImages.WriteGrid(img, path, 1, gap: 0);
         return path;
     }
 
