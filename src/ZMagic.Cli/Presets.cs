@@ -103,7 +103,7 @@ public static class Presets
             {
                 var problems = Check(preset, weightsPath);
                 if (problems.Count > 0)
-                    throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
+                    throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : 1).Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
                 raw.LoadCheckpoint(weightsPath);
             }
             else if (!randomWeights)

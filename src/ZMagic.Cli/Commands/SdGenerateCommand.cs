@@ -99,6 +99,9 @@ public static class SdGenerateCommand
         if (p.String("negative-prompt") is { } negative) CheckPrompt(model, negative, "--negative-prompt");
         // The output folder is checked (and its staging folder made) before the model is loaded.
         using var run = RunFolder.Prepare(p.String("out") ?? "zmagic-out");
+        // References are read (through the hardened reader) before gigabytes of weights are loaded.
+        using var styleRef = style is null ? null : CliImages.ReadReference(style, "--style", 3, pixels);
+        using var contentRef = content is null ? null : CliImages.ReadReference(content, "--content", 3, pixels);
 
         StableDiffusionModel sd;
         try { sd = StableDiffusionModel.LoadDiffusersFolder(model); }
@@ -120,17 +123,15 @@ public static class SdGenerateCommand
                     try { vgg.LoadWeights(ZMagic.Core.IO.Checkpoint.LoadStateDict(vggPath), vggPath); }
                     catch (ZMagic.Core.IO.CheckpointFormatException e) { throw new InputException($"--vgg '{vggPath}': {e.Message}", e); }
                     foreach (var q in vgg.parameters()) q.requires_grad_(false);
-                    if (style is not null)
+                    if (styleRef is not null)
                     {
-                        using var reference = CliImages.ReadReference(style, "--style", 3, pixels);
-                        var c = StyleCondition.Vgg(vgg, reference.to(device));
+                        var c = StyleCondition.Vgg(vgg, styleRef.to(device));
                         disposables.Add(c);
                         conditions.Add(c);
                     }
-                    if (content is not null)
+                    if (contentRef is not null)
                     {
-                        using var reference = CliImages.ReadReference(content, "--content", 3, pixels);
-                        var c = new ContentCondition(vgg, reference.to(device));
+                        var c = new ContentCondition(vgg, contentRef.to(device));
                         disposables.Add(c);
                         conditions.Add(c);
                     }
@@ -254,6 +255,6 @@ public static class SdGenerateCommand
         }
         int count = tokenizer.EncodeIds(prompt).Count;
         if (count > context - 2)
-            throw new UsageException($"{flag} has {count} tokens; at most {context - 2} fit the text encoder ({context} with the start and end tokens). Shorten it.");
+            throw new UsageException($"{flag} is too long: {count} tokens; at most {context - 2} fit the text encoder ({context} with the start and end tokens). Shorten it.");
     }
 }

@@ -235,6 +235,26 @@ public static class ImageFiles
         if (data.Length == 0) throw new ImageDecodeException(source, "the data is empty.");
         if (!LooksLikePngOrJpeg(data))
             throw new ImageDecodeException(source, "not a PNG or JPEG file (unrecognised signature).");
+        if (data[0] == 0x89) CheckPngChunks(data, source);
+    }
+
+    /// <summary>
+    /// Walks the PNG chunk lengths up to IEND: a file cut short (after IHDR, inside IDAT) is refused as truncated
+    /// here, whatever the codec would make of it.
+    /// </summary>
+    private static void CheckPngChunks(byte[] data, string? source)
+    {
+        long pos = 8;
+        while (pos + 12 <= data.LongLength)
+        {
+            uint length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan((int)pos));
+            bool iend = data[pos + 4] == (byte)'I' && data[pos + 5] == (byte)'E' && data[pos + 6] == (byte)'N' && data[pos + 7] == (byte)'D';
+            if (length > data.LongLength - pos - 12)
+                throw new ImageDecodeException(source, $"the PNG data is truncated (a chunk at byte {pos} needs {length} bytes; {data.LongLength - pos - 12} are left).");
+            if (iend) return;
+            pos += 12 + length;
+        }
+        throw new ImageDecodeException(source, "the PNG data is truncated (it ends before its IEND chunk).");
     }
 
     /// <summary>Opens a codec on <paramref name="skData"/> (which must outlive it) and checks format and size.</summary>
