@@ -48,7 +48,7 @@ public static class ModelsCommand
         }
         int missing = problems.Count(x => x.StartsWith("missing", StringComparison.Ordinal));
         int unexpected = problems.Count(x => x.StartsWith("unexpected", StringComparison.Ordinal));
-        stderr.WriteLine($"'{Terminal.Escape(file)}' does not fit preset '{presetToCheck.Name}': {missing} missing key(s), {unexpected} unexpected key(s), {problems.Count - missing - unexpected} shape mismatch(es):");
+        stderr.WriteLine($"error: '{Terminal.Escape(file)}' does not fit preset '{presetToCheck.Name}': {missing} missing key(s), {unexpected} unexpected key(s), {problems.Count - missing - unexpected} shape mismatch(es):");
         // Unexpected keys first: they say what the file is (and a file's own names are what needs escaping).
         foreach (var pr in problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : x.StartsWith("missing", StringComparison.Ordinal) ? 1 : 2).Take(20)) stderr.WriteLine($"  {Terminal.Escape(pr)}");
         if (problems.Count > 20) stderr.WriteLine($"  ... and {problems.Count - 20} more");
