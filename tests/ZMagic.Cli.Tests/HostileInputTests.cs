@@ -231,6 +231,21 @@ public sealed class HostileInputTests : IDisposable
         Assert.Matches(@"Use --batch [0-9]+ or less", err);
     }
 
+    [Fact]
+    public void BenchAndTrainCheckTheirLimitsAndFoldersFirst()
+    {
+        var (code, _, err) = CliRunner.Run("bench", "--preset", "celeba-hq-ddpm", "--random-weights", "--method", "unguided", "--conditions", "0", "--batch", "4096");
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("needs about", err);
+        (code, _, err) = CliRunner.Run("bench", "--preset", "digits", "--weights", "/dev/null");
+        Assert.Equal(ExitCodes.Input, code);
+        Assert.Contains("/dev/null", err);
+        (code, _, err) = CliRunner.Run("train", "digits", "--out", "/proc/nope", "--cache", Path.Combine(_root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("--out '/proc/nope' cannot be written", err);
+        Assert.False(Directory.Exists(Path.Combine(_root, "cache")), "train fetched data before checking --out");
+    }
+
     [Theory]
     [InlineData("digit:class=3.5", "not an integer")]
     [InlineData("digit:class=1e0", "not an integer")]

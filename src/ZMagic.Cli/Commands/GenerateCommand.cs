@@ -133,7 +133,7 @@ public static class GenerateCommand
         preset.Config is ZMagic.Models.Ddpm.DdpmUNetConfig ddpm ? ddpm.NumDiffusionTimesteps : 1000;
 
     /// <summary>Refuses a batch whose guided step would not fit in memory (usage error naming the figures).</summary>
-    private static void CheckMemory(BackbonePreset preset, int batch)
+    internal static void CheckMemory(BackbonePreset preset, int batch)
     {
         if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return;
         double need = MemoryBudget.DdpmBytes(ddpm, batch);
