@@ -40,7 +40,9 @@ public static class MemoryBudget
 
     /// <summary>
     /// A guided step of a DDPM UNet for <paramref name="batch"/> items: every level's activations (channels x side^2,
-    /// float32) about 10 times per resnet block, down and up, kept for the backward pass, plus the weights.
+    /// float32) about 22 times per resnet block, down and up (kept for the backward pass and the VJPs of Z-Magic), plus
+    /// the weights. Calibrated on the CelebA-HQ 256 DDPM: about 6.6 GB per item against the 7-8 GB peak measured for
+    /// one exact Z-Magic step at batch 1 (docs/performance.md).
     /// </summary>
     public static double DdpmBytes(DdpmUNetConfig c, int batch)
     {
@@ -48,7 +50,7 @@ public static class MemoryBudget
         for (int level = 0; level < c.ChMult.Count; level++)
         {
             double side = c.Resolution / Math.Pow(2, level);
-            perItem += c.Ch * c.ChMult[level] * side * side * (c.NumResBlocks + 1) * 2 * 10 * 4;
+            perItem += c.Ch * c.ChMult[level] * side * side * (c.NumResBlocks + 1) * 2 * 22 * 4;
         }
         return batch * perItem + 4.0 * c.CountParameters();
     }

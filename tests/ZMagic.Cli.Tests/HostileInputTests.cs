@@ -246,6 +246,21 @@ public sealed class HostileInputTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(_root, "cache")), "train fetched data before checking --out");
     }
 
+    [Fact]
+    public void MemoryEstimatesMatchWhatWasMeasured()
+    {
+        // docs/performance.md: one exact Z-Magic step of the CelebA-HQ DDPM peaked at 7-8 GB at batch 1; the guided SD 512 step
+        // did not fit in 24 GB; the digits prior is tiny.
+        double celeba = MemoryBudget.DdpmBytes(DdpmUNetConfig.CelebAHq, 1);
+        Assert.InRange(celeba, 5e9, 9e9);
+        Assert.Equal(8 * (celeba - 4.0 * DdpmUNetConfig.CelebAHq.CountParameters()), MemoryBudget.DdpmBytes(DdpmUNetConfig.CelebAHq, 8) - 4.0 * DdpmUNetConfig.CelebAHq.CountParameters(), 3);
+        Assert.True(MemoryBudget.DdpmBytes(DigitsModels.PriorConfig, 4096) < 8e9);
+        long sdWeights = 4_300_000_000;
+        Assert.True(MemoryBudget.StableDiffusionBytes(512, guided: true, sdWeights) > 24e9);
+        Assert.True(MemoryBudget.StableDiffusionBytes(512, guided: false, sdWeights) < 16e9);
+        Assert.True(MemoryBudget.StableDiffusionBytes(4096, guided: false, sdWeights) > 1e12);
+    }
+
     [Theory]
     [InlineData("digit:class=3.5", "not an integer")]
     [InlineData("digit:class=1e0", "not an integer")]

@@ -61,6 +61,16 @@ public sealed class HostileProcessTests : IDisposable
     }
 
     [Fact]
+    public void AMemoryBudgetSmallerThanOneItemIsAUsageError()
+    {
+        var r = CliProcess.Run(new[] { "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }), "--condition", "digit:class=3",
+            "--out", Path.Combine(_root, "out") }, TimeSpan.FromMinutes(2), new Dictionary<string, string> { ["ZMAGIC_MEMORY_LIMIT_MB"] = "4000" });
+        _out.WriteLine(r.Err);
+        Assert.Equal(ExitCodes.Usage, r.Code);
+        Assert.Matches(@"--batch 1 on preset 'celeba-hq-ddpm' needs about [0-9.]+ GiB for a guided step; this machine has 3.9 GiB \(80 % usable\). Even one image does not fit", r.Err);
+    }
+
+    [Fact]
     [Trait("Category", "Slow")]
     public void RejectedStableDiffusionRequestsExitCleanlyUnderTwoGigabytes()
     {

@@ -32,7 +32,7 @@ public static class GenerateCommand
           --steps K           sampler steps (default 50)
           --seed S            run seed (default 0); sample i depends only on (S, i)
           --samples N         number of images (default 8)
-          --batch B           images per sampler call (default 8)
+          --batch B           images per sampler call (default 8, or fewer when 8 do not fit in memory)
           --device D          cpu, cuda or cuda:N (default cpu)
           --out DIR           output folder (default zmagic-out)
 
@@ -67,7 +67,8 @@ public static class GenerateCommand
         int steps = p.Int("steps", 50, 1, trainSteps);
         long seed = p.Long("seed", 0);
         int samples = p.Int("samples", 8, 1, 100_000);
-        int batch = p.Int("batch", 8, 1, 4096);
+        // Without --batch, the default of 8 shrinks to what fits in memory; a --batch that cannot fit is an error.
+        int batch = p.Has("batch") ? p.Int("batch", 8, 1, 4096) : FittingBatch(preset, 8);
         CheckMemory(preset, Math.Min(batch, samples));
         var device = ParseDevice(p.String("device") ?? "cpu");
         App.SetThreads(p.Int("threads", 2, 1, 256));
@@ -132,6 +133,15 @@ public static class GenerateCommand
     internal static int TrainSteps(BackbonePreset preset) =>
         preset.Config is ZMagic.Models.Ddpm.DdpmUNetConfig ddpm ? ddpm.NumDiffusionTimesteps : 1000;
 
+    /// <summary>The largest power of two up to <paramref name="max"/> whose guided step fits (1 at least).</summary>
+    private static int FittingBatch(BackbonePreset preset, int max)
+    {
+        if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return max;
+        int b = max;
+        while (b > 1 && MemoryBudget.DdpmBytes(ddpm, b) > 0.8 * MemoryBudget.Available) b /= 2;
+        return b;
+    }
+
     /// <summary>Refuses a batch whose guided step would not fit in memory (usage error naming the figures).</summary>
     internal static void CheckMemory(BackbonePreset preset, int batch)
     {
@@ -142,7 +152,8 @@ public static class GenerateCommand
         int fits = 1;
         while (fits < batch && MemoryBudget.DdpmBytes(ddpm, fits * 2) <= 0.8 * have) fits *= 2;
         throw new UsageException($"--batch {batch} on preset '{preset.Name}' needs about {MemoryBudget.Format(need)} for a guided step; " +
-            $"this machine has {MemoryBudget.Format(have)} (80 % usable). Use --batch {fits} or less.");
+            $"this machine has {MemoryBudget.Format(have)} (80 % usable). " +
+            (MemoryBudget.DdpmBytes(ddpm, 1) <= 0.8 * have ? $"Use --batch {fits} or less." : "Even one image does not fit: use a machine with more memory."));
     }
 
     /// <summary>Checks that an input file named by <paramref name="flag"/> is a regular file (exit 3 otherwise).</summary>
