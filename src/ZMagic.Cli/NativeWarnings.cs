@@ -15,7 +15,14 @@ public static class NativeWarnings
     /// <summary>Sets c10's <c>FLAGS_caffe2_log_level</c> to ERROR. Returns false when the symbol is not found.</summary>
     public static bool Silence()
     {
-        _ = torch.get_num_threads(); // loads libtorch (and libc10) if nothing has yet
+        try
+        {
+            _ = torch.get_num_threads(); // loads libtorch (and libc10) if nothing has yet
+        }
+        catch (Exception e) when (e is NotSupportedException or DllNotFoundException or TypeInitializationException or BadImageFormatException)
+        {
+            return false; // libtorch cannot load here: the command that needs it reports that itself
+        }
         var address = FindLogLevel();
         if (address == IntPtr.Zero) return false;
         if (Marshal.ReadInt32(address) < GlogError) Marshal.WriteInt32(address, GlogError);
