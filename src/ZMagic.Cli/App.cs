@@ -77,6 +77,14 @@ public static class App
             if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(Terminal.Escape(e.ToString()));
             return ExitCodes.Failure;
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Anything else (a libtorch error, a malformed JSON config) is still a failure while running, never an
+            // unhandled exception: that would abort the process with exit 134 and a stack trace.
+            stderr.WriteLine($"error: {Terminal.Escape(e.GetType().Name)}: {Terminal.Escape(e.Message)}");
+            if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(Terminal.Escape(e.ToString()));
+            return ExitCodes.Failure;
+        }
     }
 
     private static int Version(TextWriter stdout)

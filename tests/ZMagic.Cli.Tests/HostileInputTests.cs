@@ -247,6 +247,19 @@ public sealed class HostileInputTests : IDisposable
     }
 
     [Fact]
+    public void AStableDiffusionFolderWithABrokenConfigIsAnInputError()
+    {
+        string model = Path.Combine(_root, "model");
+        Directory.CreateDirectory(Path.Combine(model, "unet"));
+        File.WriteAllText(Path.Combine(model, "model_index.json"), "{}");
+        File.WriteAllText(Path.Combine(model, "unet", "config.json"), "{\"sample_size\": \u001b[2J");
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--out", Path.Combine(_root, "out"));
+        Assert.True(code == ExitCodes.Input, $"exit {code}: {err}");
+        Assert.Contains("config.json", err);
+        AssertRootHoldsOnly("model");
+    }
+
+    [Fact]
     public void MemoryEstimatesMatchWhatWasMeasured()
     {
         // docs/performance.md: one exact Z-Magic step of the CelebA-HQ DDPM peaked at 7-8 GB at batch 1; the guided SD 512 step

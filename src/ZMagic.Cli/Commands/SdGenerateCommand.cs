@@ -105,7 +105,8 @@ public static class SdGenerateCommand
 
         StableDiffusionModel sd;
         try { sd = StableDiffusionModel.LoadDiffusersFolder(model); }
-        catch (Exception e) when (e is IOException or FormatException or ZMagic.Core.IO.CheckpointFormatException or ArgumentException)
+        catch (Exception e) when (e is IOException or FormatException or ZMagic.Core.IO.CheckpointFormatException or ArgumentException
+                                   or System.Text.Json.JsonException or UnauthorizedAccessException or InvalidDataException)
         {
             throw new InputException($"Could not load '{model}': {e.Message}", e);
         }
