@@ -60,29 +60,34 @@ public static class App
         }
         catch (UsageException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {Terminal.Escape(e.Message)}");
             stderr.WriteLine($"Run 'zmagic {(args[0] is "demo" or "generate" or "models" or "train" or "bench" or "doctor" ? args[0] + " " : "")}--help' for usage.");
             return ExitCodes.Usage;
         }
-        catch (InputException e)
+        catch (Exception e) when (e is InputException or CheckpointFormatException or NotARegularFileException or FileNotFoundException
+                                   or Guidance.Imaging.ImageDecodeException)
         {
-            stderr.WriteLine($"error: {e.Message}");
-            return ExitCodes.Input;
-        }
-        catch (CheckpointFormatException e)
-        {
-            stderr.WriteLine($"error: {e.Message}");
+            // Messages can carry names read from hostile files (tensor names, dtypes): escaped before printing.
+            stderr.WriteLine($"error: {Terminal.Escape(e.Message)}");
             return ExitCodes.Input;
         }
         catch (OperationCanceledException)
         {
-            stderr.WriteLine("Cancelled; no partial output was written.");
+            stderr.WriteLine("Cancelled; no output was written and the output folder is as it was.");
             return ExitCodes.Cancelled;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or InvalidDataException or ArgumentException or Core.Guidance.GuidanceException or NotSupportedException or Core.Native.NumericsException)
         {
-            stderr.WriteLine($"error: {e.Message}");
-            if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(e.ToString());
+            stderr.WriteLine($"error: {Terminal.Escape(e.Message)}");
+            if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(Terminal.Escape(e.ToString()));
+            return ExitCodes.Failure;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Anything else (a libtorch error, a malformed JSON config) is still a failure while running, never an
+            // unhandled exception: that would abort the process with exit 134 and a stack trace.
+            stderr.WriteLine($"error: {Terminal.Escape(e.GetType().Name)}: {Terminal.Escape(e.Message)}");
+            if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is { Length: > 0 }) stderr.WriteLine(Terminal.Escape(e.ToString()));
             return ExitCodes.Failure;
         }
     }

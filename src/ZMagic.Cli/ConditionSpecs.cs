@@ -71,7 +71,7 @@ public static class ConditionRegistry
             new[] { "class", "scale" }, (s, c) =>
             {
                 RequireDigits(s, c);
-                return new DigitClassCondition(c.Resources.Guide, (int)Num(s, "class", null, 0, 9), Schedule(s, 1.0), "digit");
+                return new DigitClassCondition(c.Resources.Guide, Int(s, "class", 0, 9), Schedule(s, 1.0), "digit");
             }));
         Register(new ConditionKind("thickness", "thickness:ink=X[,tol=T,scale=S]  stroke thickness as ink mass (MNIST ~0.10); digits preset",
             new[] { "ink", "tol", "scale" }, (s, c) =>
@@ -86,11 +86,11 @@ public static class ConditionRegistry
                 bool hasRef = s.Args.ContainsKey("ref"), hasHeld = s.Args.ContainsKey("heldout");
                 if (hasRef == hasHeld) throw new UsageException("style needs exactly one of ref=IMAGE or heldout=INDEX.");
                 Tensor reference;
-                if (hasRef) reference = ImageFiles.Read(s.Args["ref"], 1, MnistData.Size);
+                if (hasRef) reference = CliImages.ReadReference(s.Args["ref"], $"--condition {s.Name}:ref", 1, MnistData.Size);
                 else
                 {
                     var (images, labels) = DigitsModels.LoadHeldOut();
-                    int i = (int)Num(s, "heldout", null, 0, images.shape[0] - 1);
+                    int i = Int(s, "heldout", 0, (int)images.shape[0] - 1);
                     reference = images[i].unsqueeze(0).clone();
                     images.Dispose();
                     labels.Dispose();
@@ -134,6 +134,15 @@ public static class ConditionRegistry
     }
 
     private static GuidanceSchedule Schedule(ConditionSpec s, double defaultScale) => new(new SqrtAlphaBarStepSize(Num(s, "scale", defaultScale, 0, 1e9)));
+
+    private static int Int(ConditionSpec s, string key, int min, int max)
+    {
+        if (!s.Args.TryGetValue(key, out var text)) throw new UsageException($"Condition '{s.Name}' needs {key}=...");
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v))
+            throw new UsageException($"Condition '{s.Name}': {key}='{text}' is not an integer.");
+        if (v < min || v > max) throw new UsageException($"Condition '{s.Name}': {key} must be in [{min}, {max}]; got {v}.");
+        return v;
+    }
 
     private static double Num(ConditionSpec s, string key, double? fallback, double min, double max)
     {

@@ -45,10 +45,11 @@ public static class Presets
     /// <exception cref="InputException">The file is missing or unreadable.</exception>
     public static IReadOnlyList<string> Check(BackbonePreset preset, string path)
     {
-        if (!File.Exists(path)) throw new InputException($"Weights file '{path}' does not exist.");
-        var actual = ReadShapes(path);
+        var summary = ReadSummary(path);
         using var module = preset.Config.CreateModule(torch.device("meta"));
         var expected = module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
+        var actual = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        foreach (var e in summary.Entries) actual[e.Name] = e.Shape;
         var problems = new List<string>();
         foreach (var (k, shape) in expected)
         {
@@ -57,24 +58,36 @@ public static class Presets
         }
         foreach (var k in actual.Keys)
             if (!expected.ContainsKey(k)) problems.Add($"unexpected key '{k}'");
+        // Keys and shapes fit: the data to read is then bounded by the preset's own size (any dtype up to 8 bytes),
+        // so a storage that lies about its size is refused before anything is inflated.
+        long limit = MaxDataBytes(expected.Values);
+        if (problems.Count == 0 && summary.DataBytes > limit)
+            problems.Add($"the tensors' storages hold {summary.DataBytes} bytes, more than the {limit} bytes the preset's weights can take");
         return problems;
     }
 
-    private static Dictionary<string, long[]> ReadShapes(string path)
+    /// <summary>The most tensor data a checkpoint for these shapes may hold: 8 bytes per element plus 1 MiB.</summary>
+    internal static long MaxDataBytes(IEnumerable<long[]> shapes) => shapes.Sum(s => 8 * s.Aggregate(1L, (a, b) => a * b)) + (1L << 20);
+
+    private static CheckpointSummary ReadSummary(string path)
     {
         try
         {
-            if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
-                return SafeTensors.ReadEntries(path).ToDictionary(e => e.Name, e => e.Shape);
-            var sd = ZMagic.Models.Loading.WeightLoader.ReadStateDict(path);
-            try { return sd.ToDictionary(kv => kv.Key, kv => kv.Value.shape); }
-            finally { foreach (var t in sd.Values) t.Dispose(); }
+            return Checkpoint.ReadSummary(path);
+        }
+        catch (FileNotFoundException)
+        {
+            throw new InputException($"Weights file '{path}' does not exist.");
+        }
+        catch (NotARegularFileException e)
+        {
+            throw new InputException($"Weights file {e.Message}", e);
         }
         catch (CheckpointFormatException e)
         {
             throw new InputException($"Weights file '{path}' is not a readable checkpoint: {e.Message}", e);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new InputException($"Weights file '{path}' could not be read: {e.Message}", e);
         }
@@ -90,7 +103,7 @@ public static class Presets
             {
                 var problems = Check(preset, weightsPath);
                 if (problems.Count > 0)
-                    throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
+                    throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : 1).Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
                 raw.LoadCheckpoint(weightsPath);
             }
             else if (!randomWeights)

@@ -5,6 +5,9 @@ using ZMagic.Core.Native;
 // ZMAGIC_NATIVE_ALLOCATOR=default keeps the C library's defaults.
 if (Environment.GetEnvironmentVariable("ZMAGIC_NATIVE_ALLOCATOR") != "default") NativeAllocator.RetainFreedMemory();
 
+// libtorch's C++ warnings (NNPACK's "Unsupported hardware" on every convolution) would flood stderr; ZMAGIC_DEBUG keeps them.
+if (Environment.GetEnvironmentVariable("ZMAGIC_DEBUG") is not { Length: > 0 }) NativeWarnings.Silence();
+
 using var cts = new CancellationTokenSource();
 ConsoleCancelEventHandler onCancel = (_, e) =>
 {

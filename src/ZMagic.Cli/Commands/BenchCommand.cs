@@ -48,6 +48,8 @@ public static class BenchCommand
         if (method != "unguided" && n == 0) throw new UsageException($"--method {method} needs --conditions of at least 1.");
         int steps = p.Int("steps", 5, 1, 100_000), warmup = p.Int("warmup", 1, 0, 1000), batch = p.Int("batch", 1, 1, 4096);
         App.SetThreads(p.Int("threads", 2, 1, 256));
+        GenerateCommand.CheckMemory(preset, batch);
+        if (weights is not null) GenerateCommand.RequireFile(weights, "--weights");
 
         var denoiser = Presets.Load(preset, weights, random || (weights is null && preset.Embedded is null), torch.CPU);
         using var resources = new ConditionResources();

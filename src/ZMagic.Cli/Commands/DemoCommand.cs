@@ -80,10 +80,9 @@ public static class DemoCommand
             CAGradC = p.Double("cagrad-c", d.CAGradC),
             StyleThreshold = p.Double("style-threshold", d.StyleThreshold),
         };
-        if (File.Exists(options.OutDir)) throw new UsageException($"--out '{options.OutDir}' is a file; give a folder.");
         App.SetThreads(p.Int("threads", 2, 1, 256));
         var results = new DigitsDemo(options).Run(p.Flag("quiet") ? null : stderr, ct);
-        stdout.WriteLine($"Wrote {Path.GetFullPath(options.OutDir)} (report.md, report.json, {string.Join(", ", results.Select(r => r.Key + ".png"))}, energies.png, cosines.png).");
+        stdout.WriteLine($"Wrote {Terminal.Escape(Path.GetFullPath(options.OutDir))} (report.md, report.json, {string.Join(", ", results.Select(r => r.Key + ".png"))}, energies.png, cosines.png).");
         return ExitCodes.Ok;
     }
 }

@@ -32,7 +32,7 @@ public static class GenerateCommand
           --steps K           sampler steps (default 50)
           --seed S            run seed (default 0); sample i depends only on (S, i)
           --samples N         number of images (default 8)
-          --batch B           images per sampler call (default 8)
+          --batch B           images per sampler call (default 8, or fewer when 8 do not fit in memory)
           --device D          cpu, cuda or cuda:N (default cpu)
           --out DIR           output folder (default zmagic-out)
 
@@ -63,15 +63,18 @@ public static class GenerateCommand
         if (method == "unguided" && specs.Count > 0) throw new UsageException("--method unguided ignores conditions; drop --condition or choose vanilla/zmagic.");
         if (method == "unguided" && combinerName != "sum") throw new UsageException("--combiner cagrad needs a guided method (vanilla or zmagic).");
         if (method != "unguided" && specs.Count == 0) throw new UsageException($"--method {method} needs at least one --condition.");
-        int steps = p.Int("steps", 50, 1, 10_000);
+        int trainSteps = TrainSteps(preset);
+        int steps = p.Int("steps", 50, 1, trainSteps);
         long seed = p.Long("seed", 0);
         int samples = p.Int("samples", 8, 1, 100_000);
-        int batch = p.Int("batch", 8, 1, 4096);
-        string outDir = p.String("out") ?? "zmagic-out";
-        if (File.Exists(outDir)) throw new UsageException($"--out '{outDir}' is a file; give a folder.");
+        // Without --batch, the default of 8 shrinks to what fits in memory; a --batch that cannot fit is an error.
+        int batch = p.Has("batch") ? p.Int("batch", 8, 1, 4096) : FittingBatch(preset, 8);
+        CheckMemory(preset, Math.Min(batch, samples));
         var device = ParseDevice(p.String("device") ?? "cpu");
         App.SetThreads(p.Int("threads", 2, 1, 256));
-        if (weights is not null && !File.Exists(weights)) throw new InputException($"Weights file '{weights}' does not exist.");
+        if (weights is not null) RequireFile(weights, "--weights");
+        // The output folder is checked (and its staging folder made) before anything is loaded or sampled.
+        using var run = RunFolder.Prepare(p.String("out") ?? "zmagic-out");
 
         using var resources = new ConditionResources();
         // Conditions first: a bad condition or reference image fails fast, before a large checkpoint is read.
@@ -91,7 +94,8 @@ public static class GenerateCommand
             var all = new List<Tensor>();
             var trace = new SamplingTrace();
             int done = 0, total = ((samples + batch - 1) / batch) * steps;
-            var bar = new Demo.TextProgressBar(p.Flag("quiet") ? null : stderr, total);
+            bool quiet = p.Flag("quiet");
+            var bar = new Demo.TextProgressBar(quiet ? null : stderr, total);
             for (int first = 0; first < samples; first += batch)
             {
                 int n = Math.Min(batch, samples - first);
@@ -105,22 +109,59 @@ public static class GenerateCommand
             bar.Done();
             using var images = torch.cat(all, 0);
             foreach (var t in all) t.Dispose();
-            Directory.CreateDirectory(outDir);
+            if (!quiet) stderr.WriteLine($"Writing {samples} image(s) to {Terminal.Escape(run.Target)}...");
             for (int i = 0; i < samples; i++)
             {
+                ct.ThrowIfCancellationRequested();
                 using var one = images[i].unsqueeze(0);
-                ImageFiles.WriteGrid(one, Path.Combine(outDir, string.Create(CultureInfo.InvariantCulture, $"sample_{i:D3}.png")), 1, gap: 0);
+                CliImages.WriteGrid(one, run.File(string.Create(CultureInfo.InvariantCulture, $"sample_{i:D3}.png")), 1, gap: 0, ct: ct);
             }
-            ImageFiles.WriteGrid(images, Path.Combine(outDir, "grid.png"), Math.Min(8, samples), scale: images.shape[2] < 64 ? 3 : 1);
-            AtomicFile.WriteText(Path.Combine(outDir, "trace.csv"), trace.ToCsv());
-            AtomicFile.WriteText(Path.Combine(outDir, "trace.json"), trace.ToJson());
-            stdout.WriteLine($"Wrote {samples} images, grid.png, trace.csv and trace.json to {Path.GetFullPath(outDir)}.");
+            CliImages.WriteGrid(images, run.File("grid.png"), Math.Min(8, samples), scale: images.shape[2] < 64 ? 3 : 1, ct: ct);
+            CliImages.WriteText(run.File("trace.csv"), trace.ToCsv(), ct);
+            CliImages.WriteText(run.File("trace.json"), trace.ToJson(), ct);
+            run.Publish(ct);
+            stdout.WriteLine($"Wrote {samples} images, grid.png, trace.csv and trace.json to {Terminal.Escape(run.Target)}.");
             return ExitCodes.Ok;
         }
         finally
         {
             if (denoiser is IDisposable d) d.Dispose();
         }
+    }
+
+    /// <summary>The preset's training timesteps: more sampler steps than that cannot be taken.</summary>
+    internal static int TrainSteps(BackbonePreset preset) =>
+        preset.Config is ZMagic.Models.Ddpm.DdpmUNetConfig ddpm ? ddpm.NumDiffusionTimesteps : 1000;
+
+    /// <summary>The largest power of two up to <paramref name="max"/> whose guided step fits (1 at least).</summary>
+    private static int FittingBatch(BackbonePreset preset, int max)
+    {
+        if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return max;
+        int b = max;
+        while (b > 1 && MemoryBudget.DdpmBytes(ddpm, b) > 0.8 * MemoryBudget.Available) b /= 2;
+        return b;
+    }
+
+    /// <summary>Refuses a batch whose guided step would not fit in memory (usage error naming the figures).</summary>
+    internal static void CheckMemory(BackbonePreset preset, int batch)
+    {
+        if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return;
+        double need = MemoryBudget.DdpmBytes(ddpm, batch);
+        long have = MemoryBudget.Available;
+        if (need <= 0.8 * have) return;
+        int fits = 1;
+        while (fits < batch && MemoryBudget.DdpmBytes(ddpm, fits * 2) <= 0.8 * have) fits *= 2;
+        throw new UsageException($"--batch {batch} on preset '{preset.Name}' needs about {MemoryBudget.Format(need)} for a guided step; " +
+            $"this machine has {MemoryBudget.Format(have)} (80 % usable). " +
+            (MemoryBudget.DdpmBytes(ddpm, 1) <= 0.8 * have ? $"Use --batch {fits} or less." : "Even one image does not fit: use a machine with more memory."));
+    }
+
+    /// <summary>Checks that an input file named by <paramref name="flag"/> is a regular file (exit 3 otherwise).</summary>
+    internal static void RequireFile(string path, string flag)
+    {
+        try { ZMagic.Core.IO.RegularFile.Check(path, "the file"); }
+        catch (FileNotFoundException) { throw new InputException($"{flag}: file '{path}' does not exist."); }
+        catch (ZMagic.Core.IO.NotARegularFileException e) { throw new InputException($"{flag}: {e.Message}", e); }
     }
 
     /// <summary>Parses cpu, cuda or cuda:N, checking the backend is present.</summary>

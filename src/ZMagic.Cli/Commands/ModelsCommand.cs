@@ -43,13 +43,14 @@ public static class ModelsCommand
         var problems = Presets.Check(presetToCheck, file);
         if (problems.Count == 0)
         {
-            stdout.WriteLine($"OK: '{file}' fits preset '{presetToCheck.Name}' (every key and shape matches).");
+            stdout.WriteLine($"OK: '{Terminal.Escape(file)}' fits preset '{presetToCheck.Name}' (every key and shape matches).");
             return ExitCodes.Ok;
         }
         int missing = problems.Count(x => x.StartsWith("missing", StringComparison.Ordinal));
         int unexpected = problems.Count(x => x.StartsWith("unexpected", StringComparison.Ordinal));
-        stderr.WriteLine($"'{file}' does not fit preset '{presetToCheck.Name}': {missing} missing key(s), {unexpected} unexpected key(s), {problems.Count - missing - unexpected} shape mismatch(es):");
-        foreach (var pr in problems.OrderBy(x => x.StartsWith("key", StringComparison.Ordinal)).Take(20)) stderr.WriteLine($"  {pr}");
+        stderr.WriteLine($"error: '{Terminal.Escape(file)}' does not fit preset '{presetToCheck.Name}': {missing} missing key(s), {unexpected} unexpected key(s), {problems.Count - missing - unexpected} shape mismatch(es):");
+        // Unexpected keys first: they say what the file is (and a file's own names are what needs escaping).
+        foreach (var pr in problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : x.StartsWith("missing", StringComparison.Ordinal) ? 1 : 2).Take(20)) stderr.WriteLine($"  {Terminal.Escape(pr)}");
         if (problems.Count > 20) stderr.WriteLine($"  ... and {problems.Count - 20} more");
         return ExitCodes.Input;
     }

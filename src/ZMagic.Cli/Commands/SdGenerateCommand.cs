@@ -48,6 +48,9 @@ public static class SdGenerateCommand
               --style starry.png --vgg vgg16-397923af.pth --method zmagic --steps 50 --out out
         """;
 
+    /// <summary>Largest --size accepted at all (the memory check usually refuses less).</summary>
+    public const int MaxSize = 2048;
+
     /// <summary>Whether the arguments select the SD preset.</summary>
     public static bool Handles(IReadOnlyList<string> args)
     {
@@ -79,27 +82,37 @@ public static class SdGenerateCommand
         int steps = p.Int("steps", 50, 1, 1000);
         double cfg = p.Double("cfg", 7.5);
         double fraction = p.Double("guidance-scale", 0.2);
-        int? size = p.Has("size") ? p.Int("size", 512, 8, 4096) : null;
+        int? size = p.Has("size") ? p.Int("size", 512, 8, MaxSize) : null;
+        if (size is int sz && sz % 8 != 0) throw new UsageException($"--size must be a multiple of 8 (the VAE's downsampling factor); got {sz}.");
         long seed = p.Long("seed", 0);
         int samples = p.Int("samples", 1, 1, 10_000);
-        string outDir = p.String("out") ?? "zmagic-out";
-        if (File.Exists(outDir)) throw new UsageException($"--out '{outDir}' is a file; give a folder.");
         var device = GenerateCommand.ParseDevice(p.String("device") ?? "cpu");
         App.SetThreads(p.Int("threads", 2, 1, 256));
         if (!Directory.Exists(model)) throw new InputException($"--model '{model}' is not a folder (expected a diffusers Stable Diffusion folder).");
-        foreach (var f in new[] { style, content, vggPath })
-            if (f is not null && !File.Exists(f)) throw new InputException($"File '{f}' does not exist.");
+        if (style is not null) GenerateCommand.RequireFile(style, "--style");
+        if (content is not null) GenerateCommand.RequireFile(content, "--content");
+        if (vggPath is not null) GenerateCommand.RequireFile(vggPath, "--vgg");
+        int nativeSize = NativeSize(model);
+        int pixels = size ?? nativeSize;
+        CheckMemory(model, pixels, guided: style is not null || content is not null, sizeGiven: size is not null);
+        CheckPrompt(model, prompt, "--prompt");
+        if (p.String("negative-prompt") is { } negative) CheckPrompt(model, negative, "--negative-prompt");
+        // The output folder is checked (and its staging folder made) before the model is loaded.
+        using var run = RunFolder.Prepare(p.String("out") ?? "zmagic-out");
+        // References are read (through the hardened reader) before gigabytes of weights are loaded.
+        using var styleRef = style is null ? null : CliImages.ReadReference(style, "--style", 3, pixels);
+        using var contentRef = content is null ? null : CliImages.ReadReference(content, "--content", 3, pixels);
 
         StableDiffusionModel sd;
         try { sd = StableDiffusionModel.LoadDiffusersFolder(model); }
-        catch (Exception e) when (e is IOException or FormatException or ZMagic.Core.IO.CheckpointFormatException or ArgumentException)
+        catch (Exception e) when (e is IOException or FormatException or ZMagic.Core.IO.CheckpointFormatException or ArgumentException
+                                   or System.Text.Json.JsonException or UnauthorizedAccessException or InvalidDataException)
         {
             throw new InputException($"Could not load '{model}': {e.Message}", e);
         }
         using (sd)
         {
             sd.To(device);
-            int pixels = size ?? sd.UNet.Config.SampleSize * sd.Vae.DownsampleFactor;
             var disposables = new List<IDisposable>();
             var conditions = new List<IGuidanceCondition>();
             try
@@ -111,17 +124,15 @@ public static class SdGenerateCommand
                     try { vgg.LoadWeights(ZMagic.Core.IO.Checkpoint.LoadStateDict(vggPath), vggPath); }
                     catch (ZMagic.Core.IO.CheckpointFormatException e) { throw new InputException($"--vgg '{vggPath}': {e.Message}", e); }
                     foreach (var q in vgg.parameters()) q.requires_grad_(false);
-                    if (style is not null)
+                    if (styleRef is not null)
                     {
-                        using var reference = ImageFiles.Read(style, 3, pixels);
-                        var c = StyleCondition.Vgg(vgg, reference.to(device));
+                        var c = StyleCondition.Vgg(vgg, styleRef.to(device));
                         disposables.Add(c);
                         conditions.Add(c);
                     }
-                    if (content is not null)
+                    if (contentRef is not null)
                     {
-                        using var reference = ImageFiles.Read(content, 3, pixels);
-                        var c = new ContentCondition(vgg, reference.to(device));
+                        var c = new ContentCondition(vgg, contentRef.to(device));
                         disposables.Add(c);
                         conditions.Add(c);
                     }
@@ -129,7 +140,6 @@ public static class SdGenerateCommand
                 var generator = new StableDiffusionGenerator(sd);
                 var bar = new Demo.TextProgressBar(p.Flag("quiet") ? null : stderr, samples * steps);
                 var trace = new SamplingTrace();
-                Directory.CreateDirectory(outDir);
                 for (int i = 0; i < samples; i++)
                 {
                     var request = new StableDiffusionRequest
@@ -146,15 +156,16 @@ public static class SdGenerateCommand
                         CfgRelativeScale = fraction,
                     };
                     using var result = generator.Generate(request, new Demo.SyncProgress<SamplingProgress>(_ => bar.Advance(method)), ct);
-                    ImageFiles.WriteGrid(result.Images.cpu(), Path.Combine(outDir, string.Create(CultureInfo.InvariantCulture, $"sample_{i:D3}.png")), 1, gap: 0);
+                    CliImages.WriteGrid(result.Images.cpu(), run.File(string.Create(CultureInfo.InvariantCulture, $"sample_{i:D3}.png")), 1, gap: 0, ct: ct);
                     trace.Steps.AddRange(result.Trace.Steps);
                     trace.Strategy = result.Trace.Strategy;
                     trace.Combiner = result.Trace.Combiner;
                 }
                 bar.Done();
-                AtomicFile.WriteText(Path.Combine(outDir, "trace.csv"), trace.ToCsv());
-                AtomicFile.WriteText(Path.Combine(outDir, "trace.json"), trace.ToJson());
-                stdout.WriteLine($"Wrote {samples} image(s), trace.csv and trace.json to {Path.GetFullPath(outDir)}.");
+                CliImages.WriteText(run.File("trace.csv"), trace.ToCsv(), ct);
+                CliImages.WriteText(run.File("trace.json"), trace.ToJson(), ct);
+                run.Publish(ct);
+                stdout.WriteLine($"Wrote {samples} image(s), trace.csv and trace.json to {Terminal.Escape(run.Target)}.");
                 return ExitCodes.Ok;
             }
             finally
@@ -162,5 +173,89 @@ public static class SdGenerateCommand
                 foreach (var d in disposables) d.Dispose();
             }
         }
+    }
+
+    /// <summary>The model's native image side from unet/config.json (sample_size x 8), read before the weights.</summary>
+    private static int NativeSize(string model)
+    {
+        string path = Path.Combine(model, "unet", "config.json");
+        try
+        {
+            ZMagic.Core.IO.RegularFile.Check(path, "unet/config.json");
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+            if (doc.RootElement.TryGetProperty("sample_size", out var ss) && ss.TryGetInt32(out int latent) && latent is >= 1 and <= MaxSize / 8)
+                return latent * 8;
+            throw new InputException($"--model '{model}': {path} has no sample_size between 1 and {MaxSize / 8}.");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            throw new InputException($"--model '{model}': {path} could not be read: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Refuses a size whose step would not fit in memory, naming the estimate and the largest size that fits.</summary>
+    private static void CheckMemory(string model, int pixels, bool guided, bool sizeGiven)
+    {
+        long weights = WeightBytes(model);
+        double need = MemoryBudget.StableDiffusionBytes(pixels, guided, weights);
+        long have = MemoryBudget.Available;
+        if (need <= 0.8 * have) return;
+        int fits = 0;
+        for (int s = 8; s <= MaxSize && MemoryBudget.StableDiffusionBytes(s, guided, weights) <= 0.8 * have; s += 8) fits = s;
+        string what = guided ? "with --style/--content (the VAE decoder's backward pass at full size)" : "for the prompt alone";
+        throw new UsageException($"{(sizeGiven ? "--size" : "the model's native size")} {pixels} needs about {MemoryBudget.Format(need)} {what}; " +
+            $"this machine has {MemoryBudget.Format(have)} (80 % usable). " +
+            (fits > 0 ? $"Use --size {fits} or less." : "No size fits; use a machine with more memory."));
+    }
+
+    /// <summary>Float32 bytes of the UNet, VAE and text encoder weights, from the safetensors headers (no data read).</summary>
+    private static long WeightBytes(string model)
+    {
+        long total = 0;
+        foreach (var part in new[] { "unet", "vae", "text_encoder" })
+        {
+            string dir = Path.Combine(model, part);
+            if (!Directory.Exists(dir)) continue;
+            foreach (var f in Directory.EnumerateFiles(dir, "*.safetensors"))
+            {
+                try { total += ZMagic.Core.IO.Checkpoint.ReadSummary(f).Entries.Sum(e => 4 * e.Shape.Aggregate(1L, (a, b) => a * b)); }
+                catch (Exception e) when (e is IOException or ZMagic.Core.IO.CheckpointFormatException or OverflowException) { /* reported when the model loads */ }
+            }
+        }
+        return total;
+    }
+
+    /// <summary>Counts the prompt's tokens with the model's tokenizer before the model is loaded (exit 2 when too long).</summary>
+    private static void CheckPrompt(string model, string prompt, string flag)
+    {
+        string vocab = Path.Combine(model, "tokenizer", "vocab.json"), merges = Path.Combine(model, "tokenizer", "merges.txt");
+        ZMagic.Encoders.Clip.ClipTokenizer tokenizer;
+        try
+        {
+            ZMagic.Core.IO.RegularFile.Check(vocab, "tokenizer/vocab.json");
+            ZMagic.Core.IO.RegularFile.Check(merges, "tokenizer/merges.txt");
+            tokenizer = ZMagic.Encoders.Clip.ClipTokenizer.FromVocabAndMerges(vocab, merges);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or System.Text.Json.JsonException or InvalidDataException)
+        {
+            throw new InputException($"--model '{model}': the tokenizer could not be read: {e.Message}", e);
+        }
+        int context = 77;
+        string textConfig = Path.Combine(model, "text_encoder", "config.json");
+        try
+        {
+            if (File.Exists(textConfig))
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(textConfig));
+                if (doc.RootElement.TryGetProperty("max_position_embeddings", out var m) && m.TryGetInt32(out int n) && n >= 2) context = n;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            throw new InputException($"--model '{model}': {textConfig} could not be read: {e.Message}", e);
+        }
+        int count = tokenizer.EncodeIds(prompt).Count;
+        if (count > context - 2)
+            throw new UsageException($"{flag} is too long: {count} tokens; at most {context - 2} fit the text encoder ({context} with the start and end tokens). Shorten it.");
     }
 }

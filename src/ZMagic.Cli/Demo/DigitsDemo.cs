@@ -44,6 +44,9 @@ public sealed class DigitsDemo
     /// <param name="ct">Cancellation: stops between steps; nothing partial is left in the output folder.</param>
     public IReadOnlyList<MethodResult> Run(TextWriter? status, CancellationToken ct)
     {
+        // The output folder is checked before anything is loaded; the run is written to a staging folder and published
+        // with a rename, so the folder holds the previous run or this one, never a mix.
+        using var run = RunFolder.Prepare(_o.OutDir);
         // x0 clipping keeps the small prior's trajectories in range (DDPM's clip_denoised).
         using var prior = new X0ClippingDenoiser(DigitsModels.LoadPrior());
         using var guide = DigitsModels.LoadGuide();
@@ -58,9 +61,7 @@ public sealed class DigitsDemo
         var style = (DigitStyleCondition)conditions[2];
         var evaluator = new DigitsEvaluator(judge, style, new DigitsCriteria(_o.TargetClass, _o.TargetInk, _o.InkTolerance, _o.StyleThreshold));
 
-        string outDir = Path.GetFullPath(_o.OutDir);
-        string staging = Path.Combine(Path.GetDirectoryName(outDir)!, "." + Path.GetFileName(outDir) + ".staging-" + Guid.NewGuid().ToString("N")[..8]);
-        Directory.CreateDirectory(staging);
+        string staging = run.Staging;
         var results = new List<MethodResult>();
         try
         {
@@ -97,22 +98,21 @@ public sealed class DigitsDemo
                 var scores = evaluator.Score(all);
                 var mr = new MethodResult(key, traces[0].Strategy, traces[0].Combiner, scores, secondsPerImage, traces[0]);
                 results.Add(mr);
-                ImageFiles.WriteGrid(all, Path.Combine(staging, key + ".png"), columns: Math.Min(8, _o.Samples), scale: 3);
-                AtomicFile.WriteText(Path.Combine(staging, "trace_" + key + ".csv"), traces[0].ToCsv());
+                CliImages.WriteGrid(all, Path.Combine(staging, key + ".png"), columns: Math.Min(8, _o.Samples), scale: 3, ct: ct);
+                CliImages.WriteText(Path.Combine(staging, "trace_" + key + ".csv"), traces[0].ToCsv(), ct);
                 status?.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"\r{key,-14} joint {mr.Joint:P0}  class {mr.ClassRate:P0}  thickness {mr.InkRate:P0}  style {mr.StyleRate:P0}  {secondsPerImage:F2} s/image        "));
             }
             bar.Done();
-            ImageFiles.WriteGrid(reference, Path.Combine(staging, "reference.png"), 1, scale: 4);
+            CliImages.WriteGrid(reference, Path.Combine(staging, "reference.png"), 1, scale: 4, ct: ct);
             DemoPlots.Write(results, conditions.Select(c => c.Name).ToList(), staging);
             var json = ReportJson(results, referenceLabel);
-            AtomicFile.WriteText(Path.Combine(staging, "report.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            AtomicFile.WriteText(Path.Combine(staging, "report.md"), ReportMarkdown(results, referenceLabel));
-            Publish(staging, outDir);
+            CliImages.WriteText(Path.Combine(staging, "report.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }), ct);
+            CliImages.WriteText(Path.Combine(staging, "report.md"), ReportMarkdown(results, referenceLabel), ct);
+            run.Publish(ct);
         }
         finally
         {
-            if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
             heldImages.Dispose();
             heldLabels.Dispose();
             reference.Dispose();
@@ -139,13 +139,6 @@ public sealed class DigitsDemo
         "zmagic_cagrad" => (new ZMagicStrategy(new ZMagicOptions()), new CAGradCombiner(_o.CAGradC)),
         _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
     };
-
-    private static void Publish(string staging, string outDir)
-    {
-        Directory.CreateDirectory(outDir);
-        foreach (var f in Directory.GetFiles(staging))
-            File.Move(f, Path.Combine(outDir, Path.GetFileName(f)), overwrite: true);
-    }
 
     private JsonObject ReportJson(IReadOnlyList<MethodResult> results, int referenceLabel)
     {

@@ -29,7 +29,24 @@ public sealed class CheckpointReadOptions
     /// <see cref="PickleObject"/> holding its arguments and state. Empty by default, so any unknown global is refused.
     /// </summary>
     public IReadOnlyCollection<string> OpaqueGlobals { get; init; } = Array.Empty<string>();
+
+    /// <summary>
+    /// Most bytes the state dict's tensor data may take once read (inflated, for compressed zip records), or null for
+    /// no limit beyond the per-tensor checks. Checked from the header or pickle before any tensor data is read.
+    /// </summary>
+    public long? MaxDataBytes { get; init; }
 }
+
+/// <summary>One tensor of a checkpoint as its header or pickle describes it (no data read).</summary>
+/// <param name="Name">The state dict key (after unwrapping and <c>module.</c> stripping).</param>
+/// <param name="DType">The stored element type.</param>
+/// <param name="Shape">The tensor's shape.</param>
+public sealed record CheckpointEntry(string Name, ScalarType DType, long[] Shape);
+
+/// <summary>What a checkpoint holds, read from its header or pickle without reading tensor data.</summary>
+/// <param name="Entries">The state dict's tensors.</param>
+/// <param name="DataBytes">Bytes the tensor data takes once read (storages shared by several tensors count once).</param>
+public sealed record CheckpointSummary(IReadOnlyList<CheckpointEntry> Entries, long DataBytes);
 
 /// <summary>
 /// Reads a model's weights from any supported checkpoint file: safetensors or a PyTorch zip checkpoint, whatever its
@@ -85,6 +102,48 @@ public static class Checkpoint
     }
 
     /// <summary>
+    /// Reads the names, dtypes and shapes of a checkpoint's state dict, and the bytes its data would take, from the
+    /// safetensors header or the zip checkpoint's pickle, without reading or inflating any tensor data. Use it to check
+    /// keys and shapes against a module before <see cref="LoadStateDict(string)"/>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="NotARegularFileException">A folder, FIFO, device or empty file.</exception>
+    /// <exception cref="CheckpointFormatException">The file is corrupt, truncated, legacy, hostile or holds no tensors.</exception>
+    public static CheckpointSummary ReadSummary(string path, CheckpointReadOptions? options = null)
+    {
+        using var fs = OpenRead(path);
+        switch (DetectFormat(fs))
+        {
+            case CheckpointFileFormat.SafeTensors:
+            {
+                var entries = SafeTensors.ReadEntries(fs, path);
+                long total = 0;
+                foreach (var e in entries) total += e.End - e.Begin;
+                var list = entries.Select(e => new CheckpointEntry(e.Name, SafeTensors.ToScalarType(e.DType), e.Shape)).ToList();
+                return new CheckpointSummary(StripModulePrefix(list), total);
+            }
+            case CheckpointFileFormat.PyTorchZip:
+                return PyTorchCheckpoint.Guard(path, () =>
+                {
+                    using var reader = PyTorchCheckpoint.Open(fs, path, options);
+                    var refs = ExtractStateDict(reader.ReadPickle(), path);
+                    foreach (var r in refs.Values) reader.Validate(r);
+                    var list = refs.Select(kv => new CheckpointEntry(kv.Key, kv.Value.Storage.DType, kv.Value.Size)).ToList();
+                    return new CheckpointSummary(StripModulePrefix(list), PyTorchCheckpoint.Reader.DataBytes(refs.Values));
+                });
+            case CheckpointFileFormat.LegacyPickle:
+                throw new CheckpointFormatException(path, "this is a legacy (pre-1.6, non-zip) PyTorch checkpoint, which is not supported.");
+            default:
+                throw new CheckpointFormatException(path, "unrecognised checkpoint format (neither safetensors nor a PyTorch zip archive).");
+        }
+    }
+
+    private static List<CheckpointEntry> StripModulePrefix(List<CheckpointEntry> list) =>
+        list.Count > 0 && list.All(e => e.Name.StartsWith("module.", StringComparison.Ordinal))
+            ? list.Select(e => e with { Name = e.Name["module.".Length..] }).ToList()
+            : list;
+
+    /// <summary>
     /// Reads the tensors of a checkpoint as a flat state dict (CPU tensors in their stored dtypes; the caller
     /// disposes them). The format is detected from the content; training wrappers (<see cref="WrapperKeys"/>) are
     /// unwrapped, nested dictionaries flattened with dotted keys, non-tensor entries dropped, and a <c>module.</c>
@@ -110,6 +169,11 @@ public static class Checkpoint
         switch (DetectFormat(fs))
         {
             case CheckpointFileFormat.SafeTensors:
+                if (options?.MaxDataBytes is long max)
+                {
+                    long total = SafeTensors.ReadEntries(fs, path).Sum(e => e.End - e.Begin);
+                    if (total > max) throw new CheckpointFormatException(path, $"the tensors hold {total} bytes, above the {max}-byte limit; nothing was read.");
+                }
                 sd = SafeTensors.Load(fs, path);
                 break;
             case CheckpointFileFormat.PyTorchZip:
@@ -143,8 +207,7 @@ public static class Checkpoint
     internal static FileStream OpenRead(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Checkpoint file not found: {path}", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return RegularFile.OpenRead(path, "Checkpoint file");
     }
 
     /// <summary>Finds the state dict inside an unpickled object graph: key → tensor reference.</summary>

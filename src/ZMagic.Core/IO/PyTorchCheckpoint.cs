@@ -130,6 +130,12 @@ public static class PyTorchCheckpoint
         {
             var distinct = refs.Distinct(ReferenceEqualityComparer.Instance).Cast<TensorRef>().ToList();
             foreach (var r in distinct) Validate(r);
+            if (_options?.MaxDataBytes is long max)
+            {
+                long total = DataBytes(distinct);
+                if (total > max)
+                    throw Bad($"the state dict's storages hold {total} bytes once inflated, above the {max}-byte limit; nothing was inflated.");
+            }
             var uses = distinct.GroupBy(r => r.Storage.Key).ToDictionary(g => g.Key, g => g.Count());
             var result = new Dictionary<TensorRef, Tensor>(ReferenceEqualityComparer.Instance);
             try
@@ -161,7 +167,20 @@ public static class PyTorchCheckpoint
             return result;
         }
 
-        private void Validate(TensorRef r)
+        /// <summary>Bytes the distinct storages of <paramref name="refs"/> take once inflated (each storage once).</summary>
+        internal static long DataBytes(IEnumerable<TensorRef> refs)
+        {
+            long total = 0;
+            foreach (var s in refs.Select(r => r.Storage).DistinctBy(s => s.Key))
+            {
+                int elem = ElementSize(s.DType);
+                total = s.NumElements > (long.MaxValue - total) / elem ? long.MaxValue : total + s.NumElements * elem;
+            }
+            return total;
+        }
+
+        /// <summary>Checks a tensor's size, stride and offset against its storage (no data is read).</summary>
+        internal void Validate(TensorRef r)
         {
             var s = r.Storage;
             string what = $"tensor on storage '{s.Key}'";
@@ -211,13 +230,20 @@ public static class PyTorchCheckpoint
                 {
                     using var stream = entry.Open();
                     const long chunkElems = 1 << 24;
+                    var crc = new Crc32();
                     for (long start = 0; start < s.NumElements; start += chunkElems)
                     {
                         long n = Math.Min(chunkElems, s.NumElements - start);
                         using var part = t.narrow(0, start, n);
                         var span = part.bytes;
                         stream.ReadExactly(span);
+                        crc.Append(span);
                     }
+                    // The record may hold more than the storage needs (checked above): the CRC covers all of it.
+                    var rest = new byte[1 << 16];
+                    for (int got; (got = stream.Read(rest)) > 0;) crc.Append(rest.AsSpan(0, got));
+                    if (crc.Value != entry.Crc32)
+                        throw Bad($"storage record data/{s.Key} is corrupt: its CRC-32 is {crc.Value:x8} but the archive records {entry.Crc32:x8}.");
                     return 0;
                 });
             }
@@ -238,6 +264,9 @@ public static class PyTorchCheckpoint
                 using var s = entry.Open();
                 var bytes = new byte[entry.Length];
                 s.ReadExactly(bytes);
+                uint crc = Crc32.Compute(bytes);
+                if (crc != entry.Crc32)
+                    throw Bad($"record {entry.FullName} is corrupt: its CRC-32 is {crc:x8} but the archive records {entry.Crc32:x8}.");
                 return bytes;
             });
         }

@@ -43,6 +43,15 @@ public static class SafeTensors
         return header.Entries;
     }
 
+    /// <summary>Reads the header entries of a seekable stream (position 0 = the file start) without loading any data.</summary>
+    public static IReadOnlyList<SafeTensorEntry> ReadEntries(Stream stream, string sourceName)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        stream.Position = 0;
+        var (header, _) = ReadHeader(stream, sourceName);
+        return header.Entries;
+    }
+
     /// <summary>Reads every tensor from a seekable stream; <paramref name="sourceName"/> names it in errors.</summary>
     public static Dictionary<string, Tensor> Load(Stream stream, string sourceName)
     {
@@ -135,8 +144,7 @@ public static class SafeTensors
     private static FileStream OpenRead(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Safetensors file not found: {path}", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return RegularFile.OpenRead(path, "Safetensors file");
     }
 
     private sealed record Header(List<SafeTensorEntry> Entries, Dictionary<string, string> Metadata);
@@ -231,7 +239,7 @@ public static class SafeTensors
         _ => null,
     };
 
-    private static ScalarType ToScalarType(string dtype) => dtype switch
+    internal static ScalarType ToScalarType(string dtype) => dtype switch
     {
         "F64" => ScalarType.Float64,
         "F32" => ScalarType.Float32,

@@ -1,5 +1,6 @@
 using SkiaSharp;
 using TorchSharp;
+using ZMagic.Core.IO;
 using static TorchSharp.torch;
 
 namespace ZMagic.Guidance.Imaging;
@@ -94,12 +95,14 @@ public static class ImageFiles
     /// <param name="data">The encoded file.</param>
     /// <param name="source">File name or label used in error messages.</param>
     /// <exception cref="ImageDecodeException">Unsupported format, corrupt or truncated data, or a size over the limits.</exception>
-    public static RgbImage Decode(byte[] data, string? source = null)
+    public static RgbImage Decode(byte[] data, string? source = null) => Decode(data, source, MaxPixels);
+
+    private static RgbImage Decode(byte[] data, string? source, long maxPixels)
     {
         ArgumentNullException.ThrowIfNull(data);
         CheckSignature(data, source);
         using var skData = SKData.CreateCopy(data);
-        using var codec = OpenCodec(skData, source);
+        using var codec = OpenCodec(skData, source, maxPixels);
         int w = codec.Info.Width, h = codec.Info.Height;
         var info = new SKImageInfo(w, h, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         var result = codec.GetPixels(info, out byte[] rgba);
@@ -121,17 +124,32 @@ public static class ImageFiles
 
     /// <summary>Reads and decodes a PNG or JPEG file.</summary>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="NotARegularFileException">The path is a folder, FIFO, device, socket or empty file.</exception>
     /// <exception cref="ImageDecodeException">The file is too large, of another format, corrupt or truncated.</exception>
-    public static RgbImage Load(string path)
+    public static RgbImage Load(string path) => Load(path, MaxPixels);
+
+    /// <summary>
+    /// Reads and decodes a PNG or JPEG file whose header declares at most <paramref name="maxPixels"/> pixels (and at most
+    /// <see cref="MaxPixels"/>): an application that only needs small images can refuse large ones before they are
+    /// decoded. Only regular files are read, so a FIFO or device cannot block or feed endless data.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="NotARegularFileException">The path is a folder, FIFO, device, socket or empty file.</exception>
+    /// <exception cref="ImageDecodeException">The file is too large, of another format, corrupt or truncated.</exception>
+    public static RgbImage Load(string path, long maxPixels)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (!File.Exists(path)) throw new FileNotFoundException($"Image file not found: {path}", path);
-        long length = new FileInfo(path).Length;
-        if (length > MaxFileBytes)
-            throw new ImageDecodeException(path, $"the file has {length} bytes; at most {MaxFileBytes} are accepted.");
-        return Decode(File.ReadAllBytes(path), path);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPixels, 1);
+        byte[] data;
+        using (var fs = RegularFile.OpenRead(path, "Image file"))
+        {
+            if (fs.Length > MaxFileBytes)
+                throw new ImageDecodeException(path, $"the file has {fs.Length} bytes; at most {MaxFileBytes} are accepted.");
+            data = new byte[fs.Length];
+            fs.ReadExactly(data);
+        }
+        return Decode(data, path, maxPixels);
     }
-
     /// <summary>Encodes an image as PNG.</summary>
     public static byte[] EncodePng(RgbImage image)
     {
@@ -217,10 +235,30 @@ public static class ImageFiles
         if (data.Length == 0) throw new ImageDecodeException(source, "the data is empty.");
         if (!LooksLikePngOrJpeg(data))
             throw new ImageDecodeException(source, "not a PNG or JPEG file (unrecognised signature).");
+        if (data[0] == 0x89) CheckPngChunks(data, source);
+    }
+
+    /// <summary>
+    /// Walks the PNG chunk lengths up to IEND: a file cut short (after IHDR, inside IDAT) is refused as truncated
+    /// here, whatever the codec would make of it.
+    /// </summary>
+    private static void CheckPngChunks(byte[] data, string? source)
+    {
+        long pos = 8;
+        while (pos + 12 <= data.LongLength)
+        {
+            uint length = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan((int)pos));
+            bool iend = data[pos + 4] == (byte)'I' && data[pos + 5] == (byte)'E' && data[pos + 6] == (byte)'N' && data[pos + 7] == (byte)'D';
+            if (length > data.LongLength - pos - 12)
+                throw new ImageDecodeException(source, $"the PNG data is truncated (a chunk at byte {pos} needs {length} bytes; {data.LongLength - pos - 12} are left).");
+            if (iend) return;
+            pos += 12 + length;
+        }
+        throw new ImageDecodeException(source, "the PNG data is truncated (it ends before its IEND chunk).");
     }
 
     /// <summary>Opens a codec on <paramref name="skData"/> (which must outlive it) and checks format and size.</summary>
-    private static SKCodec OpenCodec(SKData skData, string? source)
+    private static SKCodec OpenCodec(SKData skData, string? source, long maxPixels = MaxPixels)
     {
         var codec = SKCodec.Create(skData)
             ?? throw new ImageDecodeException(source, "the image header is corrupt or unsupported.");
@@ -229,8 +267,9 @@ public static class ImageFiles
             if (codec.EncodedFormat is not (SKEncodedImageFormat.Png or SKEncodedImageFormat.Jpeg))
                 throw new ImageDecodeException(source, $"unsupported image format {codec.EncodedFormat} (PNG and JPEG are accepted).");
             int w = codec.Info.Width, h = codec.Info.Height;
-            if (w < 1 || h < 1 || w > MaxSide || h > MaxSide || (long)w * h > MaxPixels)
-                throw new ImageDecodeException(source, $"the header declares a {w}x{h} image; sides must be 1..{MaxSide} and at most {MaxPixels} pixels.");
+            long limit = Math.Min(maxPixels, MaxPixels);
+            if (w < 1 || h < 1 || w > MaxSide || h > MaxSide || (long)w * h > limit)
+                throw new ImageDecodeException(source, $"the header declares a {w}x{h} image; sides must be 1..{MaxSide} and at most {limit} pixels.");
             return codec;
         }
         catch

@@ -142,6 +142,58 @@ public class FuzzTests
     public void MutatedPtFilesOnlyThrowFormatErrors() =>
         Run("pt-bytes", PtWriter.Build(SmallStateDict(), "state_dict"), s => Checkpoint.LoadStateDict(s, "fuzz.pt"), 300);
 
+    /// <summary>
+    /// The zip container itself: CRCs, compressed and uncompressed sizes, name lengths and local header offsets of
+    /// every local and central header set to interesting values, plus flipped data bytes; stored and deflated archives.
+    /// Every input must load or throw <see cref="CheckpointFormatException"/>.
+    /// </summary>
+    [Fact]
+    [Trait("Category", "Fuzz")]
+    public void MutatedZipHeadersOnlyThrowFormatErrors()
+    {
+        var seeds = new[]
+        {
+            PtWriter.Build(SmallStateDict(), "state_dict"),
+            ZipWithCompression(),
+        };
+        // (signature, field offsets): local file header CRC, sizes, name length; central header CRC, sizes, name length, local offset.
+        var local = new[] { 14, 18, 22, 26 };
+        var central = new[] { 16, 20, 24, 28, 42 };
+        long[] values = { 0, 1, 0x7f, 0xff, 0xffff, 0x7fffffff, 0xffffffff, 0xfffffffe, 100_000_000, 1 << 20 };
+        var failures = new ConcurrentBag<string>();
+        long count = Iterations(300);
+        var gen = Gen.Select(Gen.Int[0, seeds.Length - 1], Gen.Int[0, 63], Gen.Int[0, 15], Gen.Int[0, values.Length - 1], Gen.Int);
+        gen.Sample((seed, header, field, value, flip) =>
+        {
+            var data = (byte[])seeds[seed].Clone();
+            var offsets = new List<(int At, bool Central)>();
+            for (int i = 0; i + 4 <= data.Length; i++)
+                if (data[i] == 'P' && data[i + 1] == 'K' && ((data[i + 2] == 3 && data[i + 3] == 4) || (data[i + 2] == 1 && data[i + 3] == 2)))
+                    offsets.Add((i, data[i + 2] == 1));
+            var (at, isCentral) = offsets[header % offsets.Count];
+            var fields = isCentral ? central : local;
+            int f = at + fields[field % fields.Length];
+            bool twoBytes = fields[field % fields.Length] is 26 or 28;
+            if (twoBytes) System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(data.AsSpan(f), (ushort)values[value]);
+            else System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(f), (uint)values[value]);
+            if ((flip & 1) == 1) data[(int)((uint)flip % (uint)data.Length)] ^= 0x20; // and one data byte
+            MustOnlyThrowFormatErrors(s => Checkpoint.LoadStateDict(s, "fuzz-zip.pt"), data, failures, "zip-headers");
+        }, iter: count, threads: 1);
+        _out.WriteLine($"zip-headers: {count} mutated archives, {failures.Count} failures");
+        foreach (var (k, n) in Outcomes.Where(kv => kv.Key.StartsWith("zip-headers |", StringComparison.Ordinal)).OrderByDescending(kv => kv.Value)) _out.WriteLine($"  {n,6} {k}");
+        Assert.Empty(failures);
+    }
+
+    private static byte[] ZipWithCompression()
+    {
+        var stored = PtWriter.Build(SmallStateDict());
+        using var src = new System.IO.Compression.ZipArchive(new MemoryStream(stored), System.IO.Compression.ZipArchiveMode.Read);
+        var pkl = src.Entries.First(e => e.FullName.EndsWith("data.pkl", StringComparison.Ordinal));
+        var storages = src.Entries.Where(e => e.FullName.Contains("/data/", StringComparison.Ordinal))
+            .Select(e => (e.FullName[(e.FullName.LastIndexOf('/') + 1)..], ReadAll(e))).ToList();
+        return PtWriter.Zip("archive", ReadAll(pkl), storages, compress: true);
+    }
+
     [Fact]
     [Trait("Category", "Fuzz")]
     public void MutatedPicklesInValidZipsOnlyThrowFormatErrors()

@@ -124,6 +124,37 @@ public class ImageFilesTests
     }
 
     [Fact]
+    public void APngCutAfterItsHeaderIsTruncatedNotDecoded()
+    {
+        var png = ImageFiles.EncodePng(Gradient(32, 32));
+        int idat = png.AsSpan().IndexOf("IDAT"u8) - 4; // the chunk after IHDR
+        var ex = Assert.Throws<ImageDecodeException>(() => ImageFiles.Decode(png[..idat], "cut.png"));
+        Assert.Contains("the PNG data is truncated", ex.Message);
+        // Cut inside IDAT: the chunk length runs past the end.
+        Assert.Contains("truncated", Assert.Throws<ImageDecodeException>(() => ImageFiles.Decode(png[..(idat + 20)], "cut2.png")).Message);
+        // Trailing bytes after IEND are harmless.
+        Assert.Equal(32, ImageFiles.Decode(png.Concat(new byte[] { 1, 2, 3 }).ToArray(), "tail.png").Width);
+    }
+
+    [Fact]
+    public void LoadReadsOnlyRegularFilesAndHonoursATighterPixelLimit()
+    {
+        var dir = Directory.CreateTempSubdirectory("zmagic-img-").FullName;
+        try
+        {
+            Assert.Contains("is a folder", Assert.Throws<ZMagic.Core.IO.NotARegularFileException>(() => ImageFiles.Load(dir)).Message);
+            Assert.Contains("not a regular file", Assert.Throws<ZMagic.Core.IO.NotARegularFileException>(() => ImageFiles.Load("/dev/zero")).Message);
+            string path = Path.Combine(dir, "a.png");
+            File.WriteAllBytes(path, ImageFiles.EncodePng(Gradient(40, 30)));
+            Assert.Equal(40, ImageFiles.Load(path, 1200).Width);
+            var ex = Assert.Throws<ImageDecodeException>(() => ImageFiles.Load(path, 1199));
+            Assert.Contains("40x30", ex.Message);
+            Assert.Contains("1199 pixels", ex.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void UndecodableDataGivesTheLibrarysException()
     {
         Assert.Contains("empty", Assert.Throws<ImageDecodeException>(() => ImageFiles.Decode(Array.Empty<byte>(), "e.png")).Message);

@@ -4,7 +4,7 @@ using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace ZMagic.Core.Tests.IO;
+namespace ZMagic.TestSupport;
 
 /// <summary>Writes pickle opcodes by hand, to craft checkpoints (valid and hostile) for the tests.</summary>
 public sealed class PickleBuilder

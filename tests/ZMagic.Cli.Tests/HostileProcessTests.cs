@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Text;
+using Xunit.Abstractions;
+using ZMagic.TestSupport;
+
+namespace ZMagic.Cli.Tests;
+
+/// <summary>
+/// Issue 16, measured on the real process: every rejected input exits cleanly with its documented code while the
+/// peak resident memory (VmHWM, sampled every 20 ms) stays under 2 GB; Ctrl+C (SIGINT) exits 130 with nothing written.
+/// </summary>
+public sealed class HostileProcessTests : IDisposable
+{
+    private const long RssBound = 2L << 30;
+    private readonly string _root = CliRunner.TempDir();
+    private readonly ITestOutputHelper _out;
+
+    public HostileProcessTests(ITestOutputHelper output) => _out = output;
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_root, true); } catch (IOException) { }
+    }
+
+    private string Write(string name, byte[] data)
+    {
+        string path = Path.Combine(_root, name);
+        File.WriteAllBytes(path, data);
+        return path;
+    }
+
+    private void Expect(string label, int code, params string[] args)
+    {
+        var r = CliProcess.Run(args, TimeSpan.FromMinutes(3));
+        _out.WriteLine($"{label}: exit {r.Code}, peak RSS {r.PeakRssBytes / (1 << 20)} MiB, {r.Elapsed.TotalSeconds:F1} s; {r.Err.Trim()}");
+        Assert.True(r.Code == code, $"{label}: exit {r.Code}, expected {code}: {r.Err}");
+        Assert.StartsWith("error: ", r.Err.TrimStart());
+        Assert.True(r.PeakRssBytes > 0, "no RSS sample was taken");
+        Assert.True(r.PeakRssBytes < RssBound, $"{label}: peak RSS {r.PeakRssBytes >> 20} MiB");
+        Assert.False(Directory.Exists(Path.Combine(_root, "out")), "an output folder was written");
+        Assert.Empty(Directory.GetDirectories(_root, ".out.*"));
+    }
+
+    [Fact]
+    public void RejectedInputsExitCleanlyUnderTwoGigabytes()
+    {
+        string outDir = Path.Combine(_root, "out");
+        Expect("style:ref 100000x100000 PNG (467-byte bomb)", ExitCodes.Input, "generate", "--preset", "digits",
+            "--condition", "style:ref=" + Write("bomb.png", HostileFiles.Png(100_000, 100_000)), "--out", outDir);
+        Expect("style:ref 20000x20000 PNG", ExitCodes.Input, "generate", "--preset", "digits",
+            "--condition", "style:ref=" + Write("big.png", HostileFiles.Png(20_000, 20_000)), "--out", outDir);
+        Expect("style:ref 10001x10001 PNG", ExitCodes.Input, "generate", "--preset", "digits",
+            "--condition", "style:ref=" + Write("big2.png", HostileFiles.Png(10_001, 10_001)), "--out", outDir);
+        Expect("--weights: 1 GiB of deflated zeros under a foreign key", ExitCodes.Input, "generate", "--preset", "digits",
+            "--weights", Write("foreign.pt", HostileInputTests.DeflatedZeros("evil.weight", 256L << 20)), "--condition", "digit:class=3", "--out", outDir);
+        Expect("--weights: the prior's keys over a 1 GiB deflated storage", ExitCodes.Input, "models", "check", "--preset", "digits",
+            Write("bomb.pt", HostileInputTests.DeflatedZeros("conv_in.weight", 256L << 20)));
+        Expect("--steps 5000", ExitCodes.Usage, "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "5000", "--out", outDir);
+        Expect("--batch 4096 on celeba", ExitCodes.Usage, "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }),
+            "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", outDir);
+    }
+
+    [Fact]
+    public void AMemoryBudgetSmallerThanOneItemIsAUsageError()
+    {
+        var r = CliProcess.Run(new[] { "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }), "--condition", "digit:class=3",
+            "--out", Path.Combine(_root, "out") }, TimeSpan.FromMinutes(2), new Dictionary<string, string> { ["ZMAGIC_MEMORY_LIMIT_MB"] = "4000" });
+        _out.WriteLine(r.Err);
+        Assert.Equal(ExitCodes.Usage, r.Code);
+        Assert.Matches(@"--batch 1 on preset 'celeba-hq-ddpm' needs about [0-9.]+ GiB for a guided step; this machine has 3.9 GiB \(80 % usable\). Even one image does not fit", r.Err);
+    }
+
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void RejectedStableDiffusionRequestsExitCleanlyUnderTwoGigabytes()
+    {
+        string model = TinySdFolder.Create(Path.Combine(_root, "model"));
+        string outDir = Path.Combine(_root, "out");
+        Expect("sd15 --size 4096", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--size", "4096", "--out", outDir);
+        Expect("sd15 --size 2048", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--size", "2048", "--out", outDir);
+        Expect("sd15 --style 100000x100000 PNG", ExitCodes.Input, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat",
+            "--style", Write("bomb.png", HostileFiles.Png(100_000, 100_000)), "--vgg", Write("vgg.pth", new byte[] { 1 }), "--size", "32", "--out", outDir);
+        Expect("sd15 --content GIF", ExitCodes.Input, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat",
+            "--content", Write("c.gif", HostileFiles.Gif()), "--vgg", Write("vgg2.pth", new byte[] { 1 }), "--size", "32", "--out", outDir);
+        Expect("sd15 over-long prompt", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model,
+            "--prompt", string.Join(" ", Enumerable.Repeat("cat", 80)), "--size", "32", "--out", outDir);
+        Expect("sd15 --out /proc/nope", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--size", "32", "--out", "/proc/nope");
+    }
+
+    [Fact]
+    public async Task SigintWhileSamplingExits130AndWritesNothing()
+    {
+        string outDir = Path.Combine(_root, "out");
+        using var p = CliProcess.Start(new[] { "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "1000", "--samples", "16", "--out", outDir });
+        var err = new StringBuilder();
+        var reader = Task.Run(async () =>
+        {
+            var buf = new char[256];
+            int n;
+            while ((n = await p.StandardError.ReadAsync(buf)) > 0) lock (err) err.Append(buf, 0, n);
+        });
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(90))
+        {
+            lock (err) if (err.ToString().Contains('#') || err.ToString().Contains("] ", StringComparison.Ordinal)) break;
+            await Task.Delay(50);
+        }
+        Assert.False(p.HasExited, "the run ended before it could be interrupted: " + err);
+        using (var kill = Process.Start("kill", $"-INT {p.Id}")) await kill.WaitForExitAsync();
+        var exited = p.WaitForExitAsync();
+        Assert.True(await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(60))) == exited, "SIGINT did not stop the run");
+        await reader;
+        _out.WriteLine(err.ToString());
+        Assert.Equal(ExitCodes.Cancelled, p.ExitCode);
+        Assert.Contains("Cancelled", err.ToString());
+        Assert.False(Directory.Exists(outDir));
+        Assert.Empty(Directory.GetFileSystemEntries(_root));
+    }
+}
