@@ -4,9 +4,10 @@ namespace ZMagic.Cli;
 
 /// <summary>
 /// The CLI's numerics policy, applied once before a command runs a network: the environment variable
-/// <c>ZMAGIC_ONEDNN</c> is <c>auto</c> (default: run <see cref="NumericsSelfCheck.EnsureHealthy"/>, which switches
-/// oneDNN off if its kernels compute wrong numbers on this CPU), <c>on</c> (trust the kernels, no check) or
-/// <c>off</c> (never use oneDNN). docs/reliability.md explains why.
+/// <c>ZMAGIC_ONEDNN</c> is <c>auto</c> (default: run <see cref="NumericsSelfCheck.EnsureHealthy"/>, which routes
+/// around oneDNN kernels that compute wrong numbers on this CPU), <c>on</c> (trust the kernels, no check),
+/// <c>channels-last</c> (convolutions through oneDNN's channels-last kernels) or <c>off</c> (never use oneDNN).
+/// docs/reliability.md explains why.
 /// </summary>
 internal static class Numerics
 {
@@ -17,19 +18,15 @@ internal static class Numerics
     public static void Apply(TextWriter stderr, CancellationToken ct)
     {
         var value = Environment.GetEnvironmentVariable(Variable);
-        switch (string.IsNullOrEmpty(value) ? "auto" : value.Trim().ToLowerInvariant())
+        NumericsReport? report;
+        try
         {
-            case "on":
-                return;
-            case "off":
-                LibTorchRuntime.TrySetOneDnnEnabled(false);
-                return;
-            case "auto":
-                var report = NumericsSelfCheck.EnsureHealthy(cancellationToken: ct);
-                foreach (var w in report.Workarounds) stderr.WriteLine($"note: {w} (details: zmagic doctor)");
-                return;
-            default:
-                throw new UsageException($"{Variable}='{value}' is not one of auto, on, off.");
+            report = NumericsSelfCheck.ApplyPolicy(value, ct);
         }
+        catch (ArgumentException)
+        {
+            throw new UsageException($"{Variable}='{value}' is not one of auto, on, channels-last, off.");
+        }
+        foreach (var w in report?.Workarounds ?? []) stderr.WriteLine($"note: {w} (details: zmagic doctor)");
     }
 }

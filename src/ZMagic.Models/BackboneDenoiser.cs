@@ -26,6 +26,8 @@ public abstract class BackboneDenoiser : IDenoiser, IDisposable
     /// <summary>The wrapped network.</summary>
     public nn.Module Module { get; }
 
+    private bool _layoutApplied;
+
     /// <summary>The architecture description.</summary>
     public abstract BackboneConfig Config { get; }
 
@@ -102,6 +104,8 @@ public abstract class BackboneDenoiser : IDenoiser, IDisposable
             throw new ArgumentException($"x is {x.dtype} but the denoiser's parameters are {p.dtype}; cast x or call To({x.dtype}).", nameof(x));
         if (x.device_type != p.device_type || x.device_index != p.device_index)
             throw new ArgumentException($"x is on {x.device} but the denoiser is on {p.device}.", nameof(x));
+        // The numerics self-check may have chosen channels-last convolutions after this network was built.
+        if (!_layoutApplied && ZMagic.Core.Native.NumericsSelfCheck.ApplyConvolutionLayout(Module)) _layoutApplied = true;
         long b = x.shape[0];
         if (t.dim() == 0) t = t.expand(b);
         if (t.dim() != 1 || t.shape[0] != b)

@@ -11,14 +11,15 @@ internal static class DoctorCommand
         Compares convolution, transposed convolution, linear and group norm (forward and input gradient, at the layer
         shapes of the built-in networks) in float32 against a float64 reference, each run three times to expose
         non-determinism, and prints the CPU, its vector ISA, the oneDNN version and libtorch's threads. When a check
-        fails with oneDNN on, it switches oneDNN off and checks again; every other command does the same at start
-        (environment variable ZMAGIC_ONEDNN=auto|on|off, default auto). Takes a few seconds.
+        fails, it routes around the kernels, narrowest first: convolutions in channels-last layout (oneDNN's brgemm
+        kernels), else oneDNN switched off, and checks again; every other command does the same at start (environment
+        variable ZMAGIC_ONEDNN=auto|on|channels-last|off, default auto). Takes a few seconds.
 
         Options:
           --threads N   libtorch intra-op threads (default: libtorch's default)
           --help
 
-        Exit codes: 0 correct (possibly with oneDNN switched off: the output says so), 1 wrong numbers that no
+        Exit codes: 0 correct (possibly after a workaround: the output says which), 1 wrong numbers that no
         workaround fixed, 2 bad command line.
         """;
 
@@ -33,6 +34,7 @@ internal static class DoctorCommand
         stdout.WriteLine($"Vector ISA: {LibTorchRuntime.VectorIsa}");
         stdout.WriteLine($"oneDNN:     {LibTorchRuntime.OneDnnVersion ?? "unknown"} ({Enabled(LibTorchRuntime.OneDnnEnabled)})");
         stdout.WriteLine($"Threads:    {LibTorchRuntime.Threads}");
+        if (NumericsSelfCheck.ChannelsLastConvolutions) stdout.WriteLine("Layout:     convolutions channels-last");
         foreach (var name in new[] { "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", Numerics.Variable })
             if (Environment.GetEnvironmentVariable(name) is { Length: > 0 } v) stdout.WriteLine($"{name}={v}");
         stdout.WriteLine();
@@ -51,7 +53,7 @@ internal static class DoctorCommand
             stdout.WriteLine();
             stdout.WriteLine("After the workaround:");
             Print(stdout, fixedReport);
-            foreach (var w in fixedReport.Workarounds) stdout.WriteLine($"Switched off: {w}");
+            foreach (var w in fixedReport.Workarounds) stdout.WriteLine($"Workaround: {w}");
             stdout.WriteLine("Every zmagic command applies this workaround by itself (ZMAGIC_ONEDNN=auto); library users call "
                 + "NumericsSelfCheck.EnsureHealthy() at start, or the sampler does it before its first guided step.");
             return ExitCodes.Ok;

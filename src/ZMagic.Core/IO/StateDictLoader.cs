@@ -230,6 +230,8 @@ public static class StateDictLoader
                 report.Loaded.Add(key);
             }
         }
+        // On a CPU whose direct convolution kernels failed the numerics self-check, convolutions run channels-last.
+        Native.NumericsSelfCheck.ApplyConvolutionLayout(module);
         return report;
     }
 

@@ -21,6 +21,7 @@ public static class NumericsSelfCheck
     public const double Tolerance = 1e-4;
 
     private static readonly object gate = new();
+    private static volatile bool channelsLastConvolutions;
     private static NumericsReport? healthyReport;
 
     /// <summary>The probes: one per layer family and shape class that the built-in networks run through oneDNN.</summary>
@@ -58,32 +59,110 @@ public static class NumericsSelfCheck
         lock (gate)
         {
             return healthyReport ??= Decide(() => Run(3, progress, cancellationToken),
-                () => LibTorchRuntime.OneDnnEnabled, LibTorchRuntime.TrySetOneDnnEnabled);
+                () => LibTorchRuntime.OneDnnEnabled, LibTorchRuntime.TrySetOneDnnEnabled, v => channelsLastConvolutions = v);
         }
     }
 
     /// <summary>
-    /// The decision of <see cref="EnsureHealthy"/>, on injected measurements: check; if something fails with oneDNN
-    /// on, switch it off and check again; keep that if it passes, otherwise restore oneDNN and throw.
+    /// Applies a numerics policy by name, as the <c>zmagic</c> command does with its <c>ZMAGIC_ONEDNN</c> variable:
+    /// <c>auto</c> (or null/empty) runs <see cref="EnsureHealthy"/>; <c>on</c> trusts the kernels (no check);
+    /// <c>channels-last</c> runs every convolution channels-last; <c>off</c> switches oneDNN off. The last two skip the
+    /// check, for machines where the answer is known, and for running a test suite on each route.
     /// </summary>
-    internal static NumericsReport Decide(Func<NumericsReport> run, Func<bool?> oneDnnEnabled, Func<bool, bool> setOneDnn)
+    /// <returns>The check's report for <c>auto</c>; null otherwise.</returns>
+    /// <exception cref="ArgumentException">Another value.</exception>
+    public static NumericsReport? ApplyPolicy(string? policy, CancellationToken cancellationToken = default)
+    {
+        switch (string.IsNullOrWhiteSpace(policy) ? "auto" : policy.Trim().ToLowerInvariant())
+        {
+            case "auto":
+                return EnsureHealthy(cancellationToken: cancellationToken);
+            case "on":
+                return null;
+            case "channels-last":
+                channelsLastConvolutions = true;
+                return null;
+            case "off":
+                LibTorchRuntime.TrySetOneDnnEnabled(false);
+                return null;
+            default:
+                throw new ArgumentException($"'{policy}' is not a numerics policy; expected auto, on, channels-last or off.", nameof(policy));
+        }
+    }
+
+    /// <summary>
+    /// True when <see cref="EnsureHealthy"/> found oneDNN's direct convolution kernels wrong on this CPU and its
+    /// brgemm kernels right: networks then keep their convolution weights in channels-last (NHWC) memory, which makes
+    /// ATen run every convolution through the latter (<see cref="ApplyConvolutionLayout"/>). Same speed on the CPUs
+    /// measured; see docs/reliability.md.
+    /// </summary>
+    public static bool ChannelsLastConvolutions => channelsLastConvolutions;
+
+    /// <summary>
+    /// Puts every 4-d parameter of <paramref name="module"/> into channels-last memory when
+    /// <see cref="ChannelsLastConvolutions"/> is set (values unchanged, in place, idempotent); otherwise does nothing.
+    /// Checkpoint loading (<see cref="ZMagic.Core.IO.StateDictLoader"/>) and the backbones call it; call it for a
+    /// network built another way.
+    /// </summary>
+    /// <returns>True when the layout was applied.</returns>
+    public static bool ApplyConvolutionLayout(nn.Module module)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        if (!channelsLastConvolutions) return false;
+        using var noGrad = no_grad();
+        foreach (var p in module.parameters())
+            if (p.dim() == 4 && !IsChannelsLast(p)) p.set_(ToChannelsLast(p));
+        return true;
+    }
+
+    internal static Tensor ToChannelsLast(Tensor t) => t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
+
+    private static bool IsChannelsLast(Tensor t) => t.stride(1) == 1 && t.shape[1] > 1;
+
+    /// <summary>
+    /// The decision of <see cref="EnsureHealthy"/>, on injected measurements, from the narrowest workaround to the
+    /// widest: check; if something fails, run convolutions through oneDNN's channels-last (brgemm) kernels and check
+    /// again; if that fails too, switch oneDNN off and check again; if nothing helps, restore and throw.
+    /// </summary>
+    internal static NumericsReport Decide(Func<NumericsReport> run, Func<bool?> oneDnnEnabled, Func<bool, bool> setOneDnn,
+        Action<bool> setChannelsLast)
     {
         var first = run();
         if (first.Healthy) return first;
-        var failedWithOneDnn = string.Join("; ", first.Failures.Select(f => f.Describe()));
-        if (oneDnnEnabled() != true || !setOneDnn(false))
-            throw new NumericsException(first, "libtorch computes wrong numbers on this CPU and oneDNN cannot be switched off "
-                + $"here (see docs/reliability.md): {failedWithOneDnn}");
+        var failedAsIs = string.Join("; ", first.Failures.Select(f => f.Describe()));
+        var elapsed = first.Elapsed;
+        if (oneDnnEnabled() != true)
+            throw new NumericsException(first, "libtorch computes wrong numbers on this CPU and oneDNN is not in use, so no "
+                + $"workaround is known (see docs/reliability.md): {failedAsIs}");
 
-        var second = run();
-        if (second.Healthy)
+        setChannelsLast(true);
+        var channelsLast = run();
+        elapsed += channelsLast.Elapsed;
+        if (channelsLast.Healthy)
+            return channelsLast with
+            {
+                Workarounds = ["convolutions run in channels-last layout (oneDNN's brgemm kernels) for this process; with "
+                    + $"the default layout: {failedAsIs}"],
+                Elapsed = elapsed,
+            };
+        setChannelsLast(false);
+
+        if (setOneDnn(false))
         {
-            var note = $"oneDNN switched off for this process (ATen's own kernels instead); with it on: {failedWithOneDnn}";
-            return second with { Workarounds = [note], Elapsed = first.Elapsed + second.Elapsed };
+            var second = run();
+            elapsed += second.Elapsed;
+            if (second.Healthy)
+                return second with
+                {
+                    Workarounds = [$"oneDNN switched off for this process (ATen's own kernels instead); with it on: {failedAsIs}"],
+                    Elapsed = elapsed,
+                };
+            setOneDnn(true);
+            throw new NumericsException(second, "libtorch computes wrong numbers on this CPU even without oneDNN (see "
+                + "docs/reliability.md): " + string.Join("; ", second.Failures.Select(f => f.Describe())));
         }
-        setOneDnn(true);
-        throw new NumericsException(second, "libtorch computes wrong numbers on this CPU even without oneDNN (see "
-            + "docs/reliability.md): " + string.Join("; ", second.Failures.Select(f => f.Describe())));
+        throw new NumericsException(channelsLast, "libtorch computes wrong numbers on this CPU and oneDNN cannot be switched "
+            + $"off here (see docs/reliability.md): {failedAsIs}");
     }
 
     /// <summary>The report of the last successful <see cref="EnsureHealthy"/> in this process, or null.</summary>
@@ -223,9 +302,10 @@ public sealed class NumericsProbe
         return (y.detach(), gx.detach(), gy);
     }
 
-    // NHWC strides (what PyTorch calls channels_last) for 4-d tensors of a channels-last probe.
+    // NHWC strides (what PyTorch calls channels_last) for the 4-d tensors of a channels-last probe, and for every
+    // probe while the process runs its convolutions channels-last (as the networks then do).
     private Tensor Layout(Tensor t) =>
-        channelsLast && t.dim() == 4 ? t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : t.contiguous();
+        (channelsLast || NumericsSelfCheck.ChannelsLastConvolutions) && t.dim() == 4 ? NumericsSelfCheck.ToChannelsLast(t) : t.contiguous();
 
     private static bool SameBits(Tensor a, Tensor b) =>
         a.data<float>().ToArray().AsSpan().SequenceEqual(b.data<float>().ToArray());

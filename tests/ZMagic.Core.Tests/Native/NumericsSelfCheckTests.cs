@@ -134,19 +134,33 @@ public class NumericsSelfCheckTests
     [Fact]
     public void Decide_keeps_a_healthy_configuration_untouched()
     {
-        bool switched = false;
-        var r = NumericsSelfCheck.Decide(() => Report(true), () => true, v => switched = true);
+        bool touched = false;
+        var r = NumericsSelfCheck.Decide(() => Report(true), () => true, v => touched = true, v => touched = true);
         Assert.True(r.Healthy);
         Assert.Empty(r.Workarounds);
-        Assert.False(switched);
+        Assert.False(touched);
     }
 
     [Fact]
-    public void Decide_switches_oneDNN_off_when_that_fixes_the_numbers_and_says_so()
+    public void Decide_tries_channels_last_first_and_leaves_oneDNN_on_when_that_is_enough()
     {
-        bool enabled = true;
-        var r = NumericsSelfCheck.Decide(() => Report(!enabled), () => enabled, v => { enabled = v; return true; });
+        bool enabled = true, channelsLast = false;
+        var r = NumericsSelfCheck.Decide(() => Report(channelsLast), () => enabled, v => { enabled = v; return true; }, v => channelsLast = v);
+        Assert.True(enabled);
+        Assert.True(channelsLast);
+        Assert.True(r.Healthy);
+        var note = Assert.Single(r.Workarounds);
+        Assert.Contains("channels-last", note);
+        Assert.Contains("conv2d x", note);
+    }
+
+    [Fact]
+    public void Decide_switches_oneDNN_off_when_channels_last_does_not_help_and_says_so()
+    {
+        bool enabled = true, channelsLast = false;
+        var r = NumericsSelfCheck.Decide(() => Report(!enabled), () => enabled, v => { enabled = v; return true; }, v => channelsLast = v);
         Assert.False(enabled);
+        Assert.False(channelsLast);
         Assert.True(r.Healthy);
         var note = Assert.Single(r.Workarounds);
         Assert.Contains("oneDNN switched off", note);
@@ -154,21 +168,67 @@ public class NumericsSelfCheckTests
     }
 
     [Fact]
-    public void Decide_restores_oneDNN_and_names_the_probes_when_nothing_helps()
+    public void Decide_restores_everything_and_names_the_probes_when_nothing_helps()
     {
-        bool enabled = true;
+        bool enabled = true, channelsLast = false;
         var e = Assert.Throws<NumericsException>(() =>
-            NumericsSelfCheck.Decide(() => Report(false), () => enabled, v => { enabled = v; return true; }));
+            NumericsSelfCheck.Decide(() => Report(false), () => enabled, v => { enabled = v; return true; }, v => channelsLast = v));
         Assert.True(enabled);
+        Assert.False(channelsLast);
         Assert.Contains("even without oneDNN", e.Message);
         Assert.Contains("conv2d x", e.Message);
         Assert.False(e.Report.Healthy);
     }
 
     [Fact]
-    public void Decide_fails_with_a_message_when_the_switch_is_missing()
+    public void Decide_fails_with_a_message_when_oneDNN_is_not_in_use()
     {
-        var e = Assert.Throws<NumericsException>(() => NumericsSelfCheck.Decide(() => Report(false), () => null, _ => false));
-        Assert.Contains("cannot be switched off", e.Message);
+        var e = Assert.Throws<NumericsException>(() => NumericsSelfCheck.Decide(() => Report(false), () => null, _ => false, _ => { }));
+        Assert.Contains("no workaround is known", e.Message);
+    }
+
+    [Fact]
+    public void An_unknown_policy_is_refused_by_name()
+    {
+        var e = Assert.Throws<ArgumentException>(() => NumericsSelfCheck.ApplyPolicy("sometimes"));
+        Assert.Contains("'sometimes'", e.Message);
+    }
+}
+
+/// <summary>
+/// The channels-last route changes process-wide state, so it runs alone (after the parallel tests), and restores the
+/// state it found.
+/// </summary>
+[CollectionDefinition(nameof(ProcessWideNumerics), DisableParallelization = true)]
+public sealed class ProcessWideNumerics;
+
+[Collection(nameof(ProcessWideNumerics))]
+public class ChannelsLastRouteTests
+{
+    [Fact]
+    public void On_the_channels_last_route_every_probe_passes_and_networks_compute_the_same_values()
+    {
+        bool initial = NumericsSelfCheck.ChannelsLastConvolutions;   // auto may have chosen it on this CPU already
+        using var net = nn.Sequential(("conv1", nn.Conv2d(3, 16, 3, padding: 1)), ("act", nn.SiLU()), ("conv2", nn.Conv2d(16, 4, 1)));
+        using var x = randn(2, 3, 20, 20, generator: new Generator(7));
+        using var before = net.forward(x).detach();   // built here, not loaded: NCHW weights
+        Assert.Equal(initial, NumericsSelfCheck.ApplyConvolutionLayout(net));   // default route: nothing to do
+        try
+        {
+            NumericsSelfCheck.ApplyPolicy("channels-last");
+            Assert.True(NumericsSelfCheck.ChannelsLastConvolutions);
+            var report = NumericsSelfCheck.Run(repeats: 2);
+            Assert.All(report.Probes, p => Assert.True(p.Passed, p.Describe()));
+
+            Assert.True(NumericsSelfCheck.ApplyConvolutionLayout(net));
+            foreach (var p in net.parameters().Where(p => p.dim() == 4)) Assert.Equal(1, p.stride(1));   // NHWC strides
+            using var after = net.forward(x).detach();
+            Assert.True(after.allclose(before, rtol: 1e-5, atol: 1e-6));
+        }
+        finally
+        {
+            typeof(NumericsSelfCheck).GetField("channelsLastConvolutions", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .SetValue(null, initial);
+        }
     }
 }
