@@ -47,13 +47,14 @@ public static class NumericsSelfCheck
     }
 
     /// <summary>
-    /// Runs the check once per process (later calls return the first answer) and, when a probe fails with oneDNN on,
-    /// switches ATen's use of oneDNN off (<see cref="LibTorchRuntime.TrySetOneDnnEnabled"/>) and checks again. Returns
-    /// the report of the configuration left in place; its <see cref="NumericsReport.Workarounds"/> says what was
-    /// switched off.
+    /// Runs the check once per process (later calls return the first answer) and, when a probe fails, routes around
+    /// the kernels, narrowest first, checking again after each: convolutions in channels-last layout
+    /// (<see cref="ChannelsLastConvolutions"/>), then ATen's use of oneDNN switched off
+    /// (<see cref="LibTorchRuntime.TrySetOneDnnEnabled"/>). Returns the report of the configuration left in place; its
+    /// <see cref="NumericsReport.Workarounds"/> says which workaround was taken and what failed before it.
     /// </summary>
-    /// <exception cref="NumericsException">A probe still fails with oneDNN off (or the switch is missing): this
-    /// libtorch computes wrong numbers on this CPU and no workaround is known; the message names the probes.</exception>
+    /// <exception cref="NumericsException">Probes still fail on every route: this libtorch computes wrong numbers on
+    /// this CPU and no workaround is known; the message names the probes.</exception>
     public static NumericsReport EnsureHealthy(IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
         lock (gate)
@@ -351,7 +352,7 @@ public sealed record NumericsProbeResult(string Name, string Operation, double O
 /// <param name="Threads">libtorch's intra-op threads.</param>
 /// <param name="OneDnnEnabled">Whether ATen routes to oneDNN (null: unknown).</param>
 /// <param name="Probes">Every probe's result.</param>
-/// <param name="Workarounds">What was switched off to pass (empty when nothing was).</param>
+/// <param name="Workarounds">The workaround taken to pass and what failed without it (empty when none was needed).</param>
 /// <param name="Elapsed">Time taken.</param>
 public sealed record NumericsReport(string Cpu, string VectorIsa, string? OneDnnVersion, int Threads, bool? OneDnnEnabled,
     IReadOnlyList<NumericsProbeResult> Probes, IReadOnlyList<string> Workarounds, TimeSpan Elapsed)
