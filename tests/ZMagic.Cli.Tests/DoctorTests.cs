@@ -62,6 +62,18 @@ public class DoctorTests
         Assert.Contains("ms_per_step_median", output);
     }
 
+    [Theory]
+    [InlineData("channels-last")]
+    [InlineData("off")]
+    public void Doctor_checks_the_route_ZMAGIC_ONEDNN_chose(string route)
+    {
+        var (code, output) = RunChild(["doctor", "--threads", "1"], new() { ["ZMAGIC_ONEDNN"] = route });
+        Assert.True(code == 0, output);
+        Assert.Contains($"checks passed on the route ZMAGIC_ONEDNN={route} chose", output);
+        if (route == "off") Assert.Contains("(switched off)", output);
+        if (route == "channels-last") Assert.Contains("Layout:     convolutions channels-last", output);
+    }
+
     public static TheoryData<string, string, string?> IsaCaps()
     {
         var data = new TheoryData<string, string, string?>

@@ -30,6 +30,11 @@ internal static class DoctorCommand
         if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
         App.SetThreads(p.Int("threads", 0, 0, 256));
 
+        // A route chosen by ZMAGIC_ONEDNN (on, channels-last, off) is checked as it is; auto also tries the workarounds.
+        var policy = Environment.GetEnvironmentVariable(Numerics.Variable);
+        bool auto = string.IsNullOrWhiteSpace(policy) || policy.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase);
+        if (!auto) Numerics.Apply(stderr, ct);
+
         stdout.WriteLine($"CPU:        {LibTorchRuntime.CpuDescription}");
         stdout.WriteLine($"Vector ISA: {LibTorchRuntime.VectorIsa}");
         stdout.WriteLine($"oneDNN:     {LibTorchRuntime.OneDnnVersion ?? "unknown"} ({Enabled(LibTorchRuntime.OneDnnEnabled)})");
@@ -41,6 +46,13 @@ internal static class DoctorCommand
 
         var asIs = NumericsSelfCheck.Run(3, cancellationToken: ct);
         Print(stdout, asIs);
+        if (!auto)
+        {
+            stdout.WriteLine(asIs.Healthy
+                ? $"All {asIs.Probes.Count} checks passed on the route {Numerics.Variable}={policy} chose."
+                : $"{asIs.Failures.Count()} of {asIs.Probes.Count} checks failed on the route {Numerics.Variable}={policy} chose.");
+            return asIs.Healthy ? ExitCodes.Ok : ExitCodes.Failure;
+        }
         if (asIs.Healthy)
         {
             stdout.WriteLine($"All {asIs.Probes.Count} checks passed in {asIs.Elapsed.TotalSeconds:F1} s; nothing switched off.");

@@ -127,9 +127,9 @@ public class ConditionTests
     public void Vgg_style_and_content_energies_decrease()
     {
         using var scope = torch.NewDisposeScope();
-        torch.manual_seed(7);
-        var x0 = torch.rand(1, 3, 32, 32) * 2 - 1;
-        var reference = torch.rand(1, 3, 32, 32) * 2 - 1;
+        var gen = new torch.Generator(7);
+        var x0 = torch.rand(1, 3, 32, 32, generator: gen) * 2 - 1;
+        var reference = torch.rand(1, 3, 32, 32, generator: gen) * 2 - 1;
         var style = StyleCondition.Vgg(FormulaVgg16.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu1_1", "relu2_1", "relu3_1" } });
         AssertDecreasing(Descend(style, x0, 4, 0.5), "vgg style");
         var content = new ContentCondition(FormulaVgg16.Value, reference);
@@ -142,8 +142,7 @@ public class ConditionTests
     public void Vgg_style_gram_matches_the_encoder_gram()
     {
         using var scope = torch.NewDisposeScope();
-        torch.manual_seed(3);
-        var reference = torch.rand(1, 3, 32, 32) * 2 - 1;
+        var reference = torch.rand(1, 3, 32, 32, generator: new torch.Generator(3)) * 2 - 1;
         var style = StyleCondition.Vgg(FormulaVgg16.Value, reference, new StyleConditionOptions { VggLayers = new[] { "relu2_1" } });
         using var _ = torch.no_grad();
         var act = FormulaVgg16.Value.Extract(VggFeatures.NormalizeSignedUnit(reference), new[] { "relu2_1" })["relu2_1"];

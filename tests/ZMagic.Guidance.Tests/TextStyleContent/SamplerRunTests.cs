@@ -18,9 +18,10 @@ public class SamplerRunTests(Xunit.Abstractions.ITestOutputHelper output, FaceNe
 {
     private static DdpmDenoiser TinyDdpm()
     {
-        torch.manual_seed(11);
         var config = new DdpmUNetConfig { Ch = 32, ChMult = [1, 1], NumResBlocks = 1, AttnResolutions = [], Resolution = 32 };
-        return new DdpmDenoiser(config);
+        var den = new DdpmDenoiser(config);
+        SeededWeights.Init(den.Module, 11);
+        return den;
     }
 
     public static TheoryData<string> Strategies() => new() { "vanilla", "zmagic" };
@@ -35,8 +36,7 @@ public class SamplerRunTests(Xunit.Abstractions.ITestOutputHelper output, FaceNe
         var vgg = ConditionTests.FormulaVgg16.Value;
         var inputs = Golden.Load(ConditionTests.ClipCase, "inputs.safetensors");
         var styleRef = nn.functional.interpolate(inputs["freedom/x0"][..1], new long[] { 32, 32 }, mode: InterpolationMode.Bilinear, align_corners: false);
-        torch.manual_seed(5);
-        var contentRef = torch.rand(1, 3, 32, 32) * 2 - 1;
+        var contentRef = torch.rand(1, 3, 32, 32, generator: new torch.Generator(5)) * 2 - 1;
         var rule = new NormRelativeStepSize(0.5);
         var conditions = new IGuidanceCondition[]
         {
@@ -115,8 +115,8 @@ public class SamplerRunTests(Xunit.Abstractions.ITestOutputHelper output, FaceNe
             output.WriteLine($"{strategy} {c.Name}: unguided {before:G6} guided {after:G6}");
             ratios.Add(after / before);
             // Known exception, reported in the issue note: with one libtorch thread, Z-Magic's identity (the last
-            // condition, pulled back through the Jacobian of this random, untrained 3-step DDPM) ends at 1.406 against
-            // the unguided 1.327. The joint check below still binds it.
+            // condition, pulled back through the Jacobian of this random, untrained 3-step DDPM) ends at 1.376 against
+            // the unguided 1.342. The joint check below still binds it.
             if (strategy == "zmagic" && c.Name == "identity") continue;
             Assert.True(after < before, $"{strategy}: {c.Name} energy of the final sample {after:G6} is not below the unguided run's {before:G6}");
         }
