@@ -15,3 +15,24 @@ internal static class CliRunner
 
     public static string TempDir() => Directory.CreateTempSubdirectory("zmagic-cli-").FullName;
 }
+
+/// <summary>A test class with a temporary folder of its own, deleted when the class's test ends.</summary>
+public abstract class TempFolderTests : IDisposable
+{
+    /// <summary>The folder.</summary>
+    protected string Root { get; } = CliRunner.TempDir();
+
+    /// <summary>Writes a file into <see cref="Root"/> and returns its path.</summary>
+    protected string Write(string name, byte[] data)
+    {
+        string path = Path.Combine(Root, name);
+        File.WriteAllBytes(path, data);
+        return path;
+    }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Root, true); } catch (IOException) { }
+        GC.SuppressFinalize(this);
+    }
+}

@@ -13,32 +13,19 @@ namespace ZMagic.Cli.Tests;
 /// Issue 16: every hostile input on every CLI path gives a clean exit with the documented code, a message naming the
 /// file or flag, nothing half-written, and (HostileRssTests) bounded memory.
 /// </summary>
-public sealed class HostileInputTests : IDisposable
+public sealed class HostileInputTests : TempFolderTests
 {
-    private readonly string _root = CliRunner.TempDir();
     private readonly ITestOutputHelper _out;
 
     public HostileInputTests(ITestOutputHelper output) => _out = output;
 
-    public void Dispose()
-    {
-        try { Directory.Delete(_root, true); } catch (IOException) { }
-    }
-
-    private string Write(string name, byte[] data)
-    {
-        string path = Path.Combine(_root, name);
-        File.WriteAllBytes(path, data);
-        return path;
-    }
-
     /// <summary>The folder holds nothing but the given entries (no staging folder, no temp file left).</summary>
     private void AssertRootHoldsOnly(params string[] names) =>
-        Assert.Equal(names.Order(StringComparer.Ordinal), Directory.GetFileSystemEntries(_root).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(names.Order(StringComparer.Ordinal), Directory.GetFileSystemEntries(Root).Select(Path.GetFileName).Order(StringComparer.Ordinal));
 
     private (int Code, string Out, string Err) StyleRef(string file) =>
         CliRunner.Run("generate", "--preset", "digits", "--condition", $"style:ref={file}", "--steps", "2", "--samples", "1",
-            "--out", Path.Combine(_root, "out"), "--quiet");
+            "--out", Path.Combine(Root, "out"), "--quiet");
 
     public static TheoryData<string, string> HostileImages() => new()
     {
@@ -81,11 +68,11 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public async Task AReferenceThatIsAFifoOrAFolderIsRefusedWithoutBlocking()
     {
-        string fifo = HostileFiles.MkFifo(Path.Combine(_root, "pipe.png"));
+        string fifo = HostileFiles.MkFifo(Path.Combine(Root, "pipe.png"));
         var (code, _, err) = await WithinAsync(() => StyleRef(fifo), "a FIFO reference blocked the CLI");
         Assert.Equal(ExitCodes.Input, code);
         Assert.Contains("pipe.png' is empty or not a regular file (a FIFO, device or socket)", err);
-        (code, _, err) = StyleRef(_root);
+        (code, _, err) = StyleRef(Root);
         Assert.Equal(ExitCodes.Input, code);
         Assert.Contains("is a folder", err);
         (code, _, err) = StyleRef("/dev/zero");
@@ -107,8 +94,8 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public async Task WeightsThatAreAFifoAreRefusedWithoutBlocking()
     {
-        string fifo = HostileFiles.MkFifo(Path.Combine(_root, "pipe.pt"));
-        var gen = await WithinAsync(() => CliRunner.Run("generate", "--preset", "digits", "--weights", fifo, "--condition", "digit:class=3", "--out", Path.Combine(_root, "out")),
+        string fifo = HostileFiles.MkFifo(Path.Combine(Root, "pipe.pt"));
+        var gen = await WithinAsync(() => CliRunner.Run("generate", "--preset", "digits", "--weights", fifo, "--condition", "digit:class=3", "--out", Path.Combine(Root, "out")),
             "a FIFO checkpoint blocked the CLI");
         Assert.Equal(ExitCodes.Input, gen.Code);
         Assert.Contains("--weights", gen.Err);
@@ -153,7 +140,7 @@ public sealed class HostileInputTests : IDisposable
         }
         string bad = Write("bad-crc.pt", bytes);
         var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--weights", bad, "--condition", "digit:class=3", "--steps", "2",
-            "--samples", "1", "--out", Path.Combine(_root, "out"), "--quiet");
+            "--samples", "1", "--out", Path.Combine(Root, "out"), "--quiet");
         Assert.True(code == ExitCodes.Input, $"exit {code}: {err}");
         Assert.Contains("bad-crc.pt", err);
         Assert.Contains("CRC-32", err);
@@ -164,7 +151,7 @@ public sealed class HostileInputTests : IDisposable
     public void ADeflatedCheckpointThatDoesNotFitIsRefusedFromItsPickle()
     {
         // 1 GiB of zeros under a foreign key, deflated to about 1 MB: refused from the pickle, never inflated.
-        string path = Path.Combine(_root, "foreign.pt");
+        string path = Path.Combine(Root, "foreign.pt");
         File.WriteAllBytes(path, DeflatedZeros("evil.weight", 256L << 20));
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var (code, _, err) = CliRunner.Run("models", "check", "--preset", "digits", path);
@@ -194,7 +181,7 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void NamesFromFilesAreEscapedBeforePrinting()
     {
-        string path = Path.Combine(_root, "evil.safetensors");
+        string path = Path.Combine(Root, "evil.safetensors");
         SafeTensors.Save(path, new Dictionary<string, Tensor> { ["\u001b]0;pwned\u0007\u001b[2J\u202eevil"] = torch.zeros(2) });
         var (code, _, err) = CliRunner.Run("models", "check", "--preset", "digits", path);
         Assert.Equal(ExitCodes.Input, code);
@@ -213,8 +200,8 @@ public sealed class HostileInputTests : IDisposable
     [InlineData("--samples", "0", "[1, 100000]")]
     public void OutOfRangeNumbersAreUsageErrorsBeforeLoading(string flag, string value, string limit)
     {
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(_root, "never-read.ckpt"),
-            "--condition", "digit:class=3", flag, value, "--out", Path.Combine(_root, "out"));
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
+            "--condition", "digit:class=3", flag, value, "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains(flag, err);
         Assert.Contains(limit, err);
@@ -224,8 +211,8 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void ABatchThatCannotFitIsRefusedNamingTheFigure()
     {
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(_root, "never-read.ckpt"),
-            "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", Path.Combine(_root, "out"));
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
+            "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Matches(@"--batch 4096 on preset 'celeba-hq-ddpm' needs about [0-9.]+ (GiB|TiB)", err);
         Assert.Matches(@"Use --batch [0-9]+ or less", err);
@@ -240,20 +227,20 @@ public sealed class HostileInputTests : IDisposable
         (code, _, err) = CliRunner.Run("bench", "--preset", "digits", "--weights", "/dev/null");
         Assert.Equal(ExitCodes.Input, code);
         Assert.Contains("/dev/null", err);
-        (code, _, err) = CliRunner.Run("train", "digits", "--out", "/proc/nope", "--cache", Path.Combine(_root, "cache"));
+        (code, _, err) = CliRunner.Run("train", "digits", "--out", "/proc/nope", "--cache", Path.Combine(Root, "cache"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("--out '/proc/nope' cannot be written", err);
-        Assert.False(Directory.Exists(Path.Combine(_root, "cache")), "train fetched data before checking --out");
+        Assert.False(Directory.Exists(Path.Combine(Root, "cache")), "train fetched data before checking --out");
     }
 
     [Fact]
     public void AStableDiffusionFolderWithABrokenConfigIsAnInputError()
     {
-        string model = Path.Combine(_root, "model");
+        string model = Path.Combine(Root, "model");
         Directory.CreateDirectory(Path.Combine(model, "unet"));
         File.WriteAllText(Path.Combine(model, "model_index.json"), "{}");
         File.WriteAllText(Path.Combine(model, "unet", "config.json"), "{\"sample_size\": \u001b[2J");
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--out", Path.Combine(_root, "out"));
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Input, $"exit {code}: {err}");
         Assert.Contains("config.json", err);
         AssertRootHoldsOnly("model");
@@ -281,7 +268,7 @@ public sealed class HostileInputTests : IDisposable
     [InlineData("style:heldout=0.5", "not an integer")]
     public void NonIntegerClassesAreUsageErrors(string spec, string expected)
     {
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--condition", spec, "--out", Path.Combine(_root, "out"));
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--condition", spec, "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains(expected, err);
     }
@@ -302,7 +289,7 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void AnOutputFolderWithForeignFilesIsNeverReplaced()
     {
-        string outDir = Path.Combine(_root, "photos");
+        string outDir = Path.Combine(Root, "photos");
         Directory.CreateDirectory(outDir);
         File.WriteAllText(Path.Combine(outDir, "holiday.jpg"), "mine");
         var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "2", "--samples", "1", "--out", outDir, "--quiet");
@@ -315,7 +302,7 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void ARunReplacesThePreviousRunAsAWhole()
     {
-        string outDir = Path.Combine(_root, "out");
+        string outDir = Path.Combine(Root, "out");
         var first = CliRunner.Run("generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "2", "--samples", "3", "--batch", "3", "--out", outDir, "--quiet");
         Assert.True(first.Code == 0, first.Err);
         Assert.True(File.Exists(Path.Combine(outDir, "sample_002.png")));
@@ -340,7 +327,7 @@ public sealed class HostileInputTests : IDisposable
     [Fact]
     public void CancellingDuringTheWritePhaseExits130AndLeavesThePreviousRun()
     {
-        string outDir = Path.Combine(_root, "out");
+        string outDir = Path.Combine(Root, "out");
         var first = CliRunner.Run("generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "2", "--samples", "2", "--batch", "2", "--out", outDir, "--quiet");
         Assert.True(first.Code == 0, first.Err);
         var before = Directory.GetFiles(outDir).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);

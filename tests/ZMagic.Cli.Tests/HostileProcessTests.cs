@@ -9,25 +9,12 @@ namespace ZMagic.Cli.Tests;
 /// Issue 16, measured on the real process: every rejected input exits cleanly with its documented code while the
 /// peak resident memory (VmHWM, sampled every 20 ms) stays under 2 GB; Ctrl+C (SIGINT) exits 130 with nothing written.
 /// </summary>
-public sealed class HostileProcessTests : IDisposable
+public sealed class HostileProcessTests : TempFolderTests
 {
     private const long RssBound = 2L << 30;
-    private readonly string _root = CliRunner.TempDir();
     private readonly ITestOutputHelper _out;
 
     public HostileProcessTests(ITestOutputHelper output) => _out = output;
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_root, true); } catch (IOException) { }
-    }
-
-    private string Write(string name, byte[] data)
-    {
-        string path = Path.Combine(_root, name);
-        File.WriteAllBytes(path, data);
-        return path;
-    }
 
     private void Expect(string label, int code, params string[] args)
     {
@@ -37,14 +24,14 @@ public sealed class HostileProcessTests : IDisposable
         Assert.StartsWith("error: ", r.Err.TrimStart());
         Assert.True(r.PeakRssBytes > 0, "no RSS sample was taken");
         Assert.True(r.PeakRssBytes < RssBound, $"{label}: peak RSS {r.PeakRssBytes >> 20} MiB");
-        Assert.False(Directory.Exists(Path.Combine(_root, "out")), "an output folder was written");
-        Assert.Empty(Directory.GetDirectories(_root, ".out.*"));
+        Assert.False(Directory.Exists(Path.Combine(Root, "out")), "an output folder was written");
+        Assert.Empty(Directory.GetDirectories(Root, ".out.*"));
     }
 
     [Fact]
     public void RejectedInputsExitCleanlyUnderTwoGigabytes()
     {
-        string outDir = Path.Combine(_root, "out");
+        string outDir = Path.Combine(Root, "out");
         Expect("style:ref 100000x100000 PNG (467-byte bomb)", ExitCodes.Input, "generate", "--preset", "digits",
             "--condition", "style:ref=" + Write("bomb.png", HostileFiles.Png(100_000, 100_000)), "--out", outDir);
         Expect("style:ref 20000x20000 PNG", ExitCodes.Input, "generate", "--preset", "digits",
@@ -64,7 +51,7 @@ public sealed class HostileProcessTests : IDisposable
     public void AMemoryBudgetSmallerThanOneItemIsAUsageError()
     {
         var r = CliProcess.Run(new[] { "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }), "--condition", "digit:class=3",
-            "--out", Path.Combine(_root, "out") }, TimeSpan.FromMinutes(2), new Dictionary<string, string> { ["ZMAGIC_MEMORY_LIMIT_MB"] = "4000" });
+            "--out", Path.Combine(Root, "out") }, TimeSpan.FromMinutes(2), new Dictionary<string, string> { ["ZMAGIC_MEMORY_LIMIT_MB"] = "4000" });
         _out.WriteLine(r.Err);
         Assert.Equal(ExitCodes.Usage, r.Code);
         Assert.Matches(@"--batch 1 on preset 'celeba-hq-ddpm' needs about [0-9.]+ GiB for a guided step; this machine has 3.9 GiB \(80 % usable\). Even one image does not fit", r.Err);
@@ -74,8 +61,8 @@ public sealed class HostileProcessTests : IDisposable
     [Trait("Category", "Slow")]
     public void RejectedStableDiffusionRequestsExitCleanlyUnderTwoGigabytes()
     {
-        string model = TinySdFolder.Create(Path.Combine(_root, "model"));
-        string outDir = Path.Combine(_root, "out");
+        string model = TinySdFolder.Create(Path.Combine(Root, "model"));
+        string outDir = Path.Combine(Root, "out");
         Expect("sd15 --size 4096", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--size", "4096", "--out", outDir);
         Expect("sd15 --size 2048", ExitCodes.Usage, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat", "--size", "2048", "--out", outDir);
         Expect("sd15 --style 100000x100000 PNG", ExitCodes.Input, "generate", "--preset", "sd15", "--model", model, "--prompt", "a cat",
@@ -90,7 +77,7 @@ public sealed class HostileProcessTests : IDisposable
     [Fact]
     public async Task SigintWhileSamplingExits130AndWritesNothing()
     {
-        string outDir = Path.Combine(_root, "out");
+        string outDir = Path.Combine(Root, "out");
         using var p = CliProcess.Start(new[] { "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "1000", "--samples", "16", "--out", outDir });
         var err = new StringBuilder();
         var reader = Task.Run(async () =>
@@ -114,6 +101,6 @@ public sealed class HostileProcessTests : IDisposable
         Assert.Equal(ExitCodes.Cancelled, p.ExitCode);
         Assert.Contains("Cancelled", err.ToString());
         Assert.False(Directory.Exists(outDir));
-        Assert.Empty(Directory.GetFileSystemEntries(_root));
+        Assert.Empty(Directory.GetFileSystemEntries(Root));
     }
 }

@@ -59,7 +59,7 @@ public static class LibTorchRuntime
                 var parts = new List<string> { "F" };
                 if (Avx512BW.IsSupported) parts.Add("BW");
                 if (Avx512Vbmi.IsSupported) parts.Add("VBMI");
-                if (AvxVnni.IsSupported) parts.Add("VNNI");
+                if (AvxVnni.IsSupported) parts.Add("AVX-VNNI");
                 return $"AVX-512 ({string.Join(", ", parts)})";
             }
             if (Avx2.IsSupported) return Fma.IsSupported ? "AVX2 + FMA" : "AVX2";
