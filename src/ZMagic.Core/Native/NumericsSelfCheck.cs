@@ -186,6 +186,15 @@ public static class NumericsSelfCheck
         // A kernel as large as its input (a classifier's last layer): oneDNN runs it as an inner product.
         Conv("conv8x8 full c2->32 b32", 32, 2, 32, 8, 8, 1, 0);
         Conv("conv3x3 c32->32 b2", 2, 32, 32, 8, 3, 1, 1);
+        // Stems and output layers of the small UNets: one side of the convolution narrower than a channel block.
+        Conv("conv3x3 c1->32 b2 (stem)", 2, 1, 32, 8, 3, 1, 1);
+        Conv("conv3x3 c32->1 b2 (output)", 2, 32, 1, 8, 3, 1, 1);
+        Conv("conv3x3 c32->3 b2 (output)", 2, 32, 3, 16, 3, 1, 1);
+        Conv("conv3x3 c32->6 b2 (learned sigma)", 2, 32, 6, 8, 3, 1, 1);
+        Conv("conv3x3 c16->4 b2 (latent output)", 2, 16, 4, 16, 3, 1, 1);
+        Conv("conv3x3 s2 p0 c3->32 b1", 1, 3, 32, 33, 3, 2, 0);
+        // Patch embeddings (CLIP): kernel = stride.
+        Conv("conv8x8 s8 c3->64 b2 (patches)", 2, 3, 64, 32, 8, 8, 0);
         // Backbone widths (DDPM/ADM UNets, SD): stride 1, the stride-2 downsample without padding, 1x1 shortcuts.
         Conv("conv3x3 c128->128 b1", 1, 128, 128, 16, 3, 1, 1);
         Conv("conv3x3 c128->256 b2", 2, 128, 256, 8, 3, 1, 1);
