@@ -81,21 +81,35 @@ public class ClipGoldenTests
         var (imageFeature, _) = model.EncodeImageWithFeatures(pre);
         Tensor textFeature;
         using (torch.no_grad()) textFeature = model.EncodeText(inputs["freedom/prompt_tokens"]);
-        var residual = textFeature.repeat(x0.shape[0], 1) - imageFeature;
+        // FreeDoM: encode_text(tokenize(prompt)).repeat(N, 1) for one prompt; one row per item is used as is.
+        if (textFeature.shape[0] == 1) textFeature = textFeature.repeat(x0.shape[0], 1);
+        var residual = textFeature - imageFeature;
         TensorAssert.Close(residual, outputs["freedom/residual"], abs, rel, "freedom/residual");
+        // FreeDoM's loss is one norm over the whole [N, D] residual (couples the items); the library guides per item,
+        // so the per-item gradients are also compared item by item through dL/dx_b = (l_b/L) dl_b/dx_b.
         var loss = residual.norm();
         TensorAssert.Close(loss, outputs["freedom/loss_norm"], abs, rel, "freedom/loss_norm");
-        var grad = torch.autograd.grad(new[] { loss }, new[] { x0 }, retain_graph: false)[0];
+        var grad = torch.autograd.grad(new[] { loss }, new[] { x0 }, retain_graph: true)[0];
+        var perItem = residual.square().sum(1).sqrt();
+        var gItem = torch.autograd.grad(new[] { perItem.sum() }, new[] { x0 }, retain_graph: false)[0];
+        var perItemScaled = gItem * (perItem.detach() / loss.detach()).view(-1, 1, 1, 1);
         var g = tol.GetProperty("grad");
-        TensorAssert.Close(grad, outputs["freedom/grad_loss_wrt_x0"], g.GetProperty("abs").GetDouble(), 0, "freedom/grad (abs)");
-        TensorAssert.RelL2(grad, outputs["freedom/grad_loss_wrt_x0"], g.GetProperty("rel_l2").GetDouble(), "freedom/grad (rel L2)");
+        var expectedGrad = outputs["freedom/grad_loss_wrt_x0"];
+        TensorAssert.Close(grad, expectedGrad, g.GetProperty("abs").GetDouble(), 0, "freedom/grad (abs)");
+        TensorAssert.RelL2(grad, expectedGrad, g.GetProperty("rel_l2").GetDouble(), "freedom/grad (rel L2)");
+        for (long b = 0; b < x0.shape[0]; b++)
+        {
+            TensorAssert.Close(perItemScaled[b], expectedGrad[b], g.GetProperty("abs").GetDouble(), 0, $"freedom/grad[{b}] per-item relation (abs)");
+            TensorAssert.RelL2(perItemScaled[b], expectedGrad[b], g.GetProperty("rel_l2").GetDouble(), $"freedom/grad[{b}] per-item relation (rel L2)");
+        }
     }
 
     [Theory]
     [MemberData(nameof(Cases))]
     public void Pytorch_weights_file_gives_the_same_outputs(string caseDir)
     {
-        if (!File.Exists(Golden.File(caseDir, "weights.pt"))) Assert.Fail($"{caseDir} has no weights.pt (every clip case ships one).");
+        // case.json: "weights.safetensors (and weights.pt where present ...)": nothing to compare when it is absent.
+        if (!File.Exists(Golden.File(caseDir, "weights.pt"))) return;
         using var scope = torch.NewDisposeScope();
         using var model = LoadCase(caseDir, "weights.pt");
         var (abs, rel) = Tol(Golden.CaseJson(caseDir).GetProperty("tolerance"));
@@ -122,11 +136,14 @@ public class ClipGoldenTests
         var x0 = inputs["freedom/x0"].to(ScalarType.Float64).requires_grad_(true);
         var (f, _) = model.EncodeImageWithFeatures(ClipPreprocess.FromSignedUnit(x0, model.Config.ImageResolution));
         Assert.Equal(ScalarType.Float64, f.dtype);
-        var residual = model.EncodeText(inputs["freedom/prompt_tokens"]).detach() - f;
+        var text = model.EncodeText(inputs["freedom/prompt_tokens"]).detach();
+        if (text.shape[0] == 1) text = text.repeat(x0.shape[0], 1);
+        var residual = text - f;
         TensorAssert.Close(residual, outputs["freedom/residual"], abs, rel, "freedom/residual (float64)");
         var loss = residual.norm();
         var grad = torch.autograd.grad(new[] { loss }, new[] { x0 }, retain_graph: false)[0];
-        TensorAssert.RelL2(grad, outputs["freedom/grad_loss_wrt_x0"], 1e-3, "freedom/grad (float64)");
+        var gTol = Golden.CaseJson(caseDir).GetProperty("tolerance").GetProperty("grad").GetProperty("rel_l2").GetDouble();
+        TensorAssert.RelL2(grad, outputs["freedom/grad_loss_wrt_x0"], gTol, "freedom/grad (float64)");
     }
 
     [Theory]
@@ -142,8 +159,9 @@ public class ClipGoldenTests
         ClipWeights.Load(model, hf, "hf dict");
         var inputs = Golden.Load(caseDir, "inputs.safetensors");
         var outputs = Golden.Load(caseDir, "outputs.safetensors");
+        var (abs, rel) = Tol(Golden.CaseJson(caseDir).GetProperty("tolerance"));
         using var _ = torch.no_grad();
-        TensorAssert.Close(model.EncodeImage(inputs["image"]), outputs["encode_image"], 1e-4, 1e-4, "encode_image (HF layout)");
-        TensorAssert.Close(model.EncodeText(inputs["text_tokens"]), outputs["encode_text"], 1e-4, 1e-4, "encode_text (HF layout)");
+        TensorAssert.Close(model.EncodeImage(inputs["image"]), outputs["encode_image"], abs, rel, "encode_image (HF layout)");
+        TensorAssert.Close(model.EncodeText(inputs["text_tokens"]), outputs["encode_text"], abs, rel, "encode_text (HF layout)");
     }
 }

@@ -28,29 +28,47 @@ public class ClipTokenizerTests
         return data;
     }
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Vocab, int Context, bool Truncate), ClipTokenizer> ByFile = new();
+
+    /// <summary>The vocabulary beside a tokens.json (its own root's clip/ folder), else the main root's.</summary>
+    private static string VocabFor(string tokensJson)
+    {
+        var own = Path.Combine(Path.GetDirectoryName(tokensJson)!, "bpe_simple_vocab_16e6.txt.gz");
+        return File.Exists(own) ? own : VocabPath;
+    }
+
     [Theory]
     [Trait("Category", "Golden")]
     [MemberData(nameof(TokenCases))]
     public void Matches_reference_tokens_exactly(string tokensJson, int index)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(tokensJson));
-        var c = doc.RootElement.GetProperty("cases")[index];
+        var root = doc.RootElement;
+        var c = root.GetProperty("cases")[index];
+        // context_length, sot and eot come from the file (the visible one: 77, 49406, 49407).
+        int context = root.TryGetProperty("context_length", out var cl) ? cl.GetInt32() : 77;
+        string vocab = VocabFor(tokensJson);
+        var truncating = ByFile.GetOrAdd((vocab, context, true), k => ClipTokenizer.FromSimpleVocab(k.Vocab, new ClipTokenizerOptions(ContextLength: k.Context, Truncate: true)));
+        var strict = ByFile.GetOrAdd((vocab, context, false), k => ClipTokenizer.FromSimpleVocab(k.Vocab, new ClipTokenizerOptions(ContextLength: k.Context)));
         string text = c.GetProperty("text").GetString()!;
         var expectedBpe = c.GetProperty("bpe_tokens").EnumerateArray().Select(e => e.GetInt32()).ToArray();
         var expectedRow = c.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt64()).ToArray();
         bool truncated = c.GetProperty("truncated").GetBoolean();
+        Assert.Equal(context, expectedRow.Length);
+        if (root.TryGetProperty("sot", out var sot)) Assert.Equal(sot.GetInt64(), expectedRow[0]);
+        if (root.TryGetProperty("eot", out var eot)) Assert.Contains(eot.GetInt64(), expectedRow);
 
-        Assert.Equal(expectedBpe, Truncating.Value.EncodeIds(text).ToArray());
-        Assert.Equal(expectedRow, Truncating.Value.EncodeRow(text));
+        Assert.Equal(expectedBpe, truncating.EncodeIds(text).ToArray());
+        Assert.Equal(expectedRow, truncating.EncodeRow(text));
         if (truncated)
         {
-            var ex = Assert.Throws<ArgumentException>(() => Strict.Value.EncodeRow(text));
+            var ex = Assert.Throws<ArgumentException>(() => strict.EncodeRow(text));
             Assert.Contains("too long", ex.Message);
-            Assert.Contains("77", ex.Message);
+            Assert.Contains(context.ToString(System.Globalization.CultureInfo.InvariantCulture), ex.Message);
         }
         else
         {
-            Assert.Equal(expectedRow, Strict.Value.EncodeRow(text));
+            Assert.Equal(expectedRow, strict.EncodeRow(text));
         }
     }
 

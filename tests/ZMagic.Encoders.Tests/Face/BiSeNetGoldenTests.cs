@@ -14,6 +14,16 @@ public class BiSeNetGoldenTests(ITestOutputHelper log)
     public static TheoryData<string> ForwardCases => Golden.Cases("bisenet_parsing", d => Golden.Load(d, "inputs.safetensors").ContainsKey("x"));
     public static TheoryData<string> ResidualCases => Golden.Cases("bisenet_parsing", d => Golden.Load(d, "inputs.safetensors").ContainsKey("image"));
 
+    public static TheoryData<string> AllCases => Golden.Cases("bisenet_parsing");
+
+    [Theory]
+    [MemberData(nameof(AllCases))]
+    public void Every_case_is_run_by_one_harness(string caseDir)
+    {
+        var inputs = Golden.Load(caseDir, "inputs.safetensors");
+        FaceTestUtil.AssertClaimed(caseDir, ("Forward", inputs.ContainsKey("x")), ("FreeDoMResidualAndGradient", inputs.ContainsKey("image")));
+    }
+
     internal static BiSeNet Build(string caseDir)
     {
         var net = new BiSeNet(Golden.CaseJson(caseDir).GetProperty("constructor").GetProperty("n_classes").GetInt32());
@@ -32,10 +42,14 @@ public class BiSeNetGoldenTests(ITestOutputHelper log)
         var x = Golden.Load(caseDir, "inputs.safetensors")["x"];
         var e = Golden.Load(caseDir, "outputs.safetensors");
         using var noGrad = no_grad();
-        var (f8, f16, f32) = net.ResNetFeatures(x);
-        TensorAssert.Close(f8, e["resnet_feat8"], abs, rel, "resnet_feat8");
-        TensorAssert.Close(f16, e["resnet_feat16"], abs, rel, "resnet_feat16");
-        TensorAssert.Close(f32, e["resnet_feat32"], abs, rel, "resnet_feat32");
+        // resnet_feat* are "intermediate (for debugging)": compared when stored. Any batch and input size: x is [B,3,H,W].
+        if (e.Keys.Any(k => k.StartsWith("resnet_feat", StringComparison.Ordinal)))
+        {
+            var (f8, f16, f32) = net.ResNetFeatures(x);
+            FaceTestUtil.CloseIfPresent(e, "resnet_feat8", f8, abs, rel);
+            FaceTestUtil.CloseIfPresent(e, "resnet_feat16", f16, abs, rel);
+            FaceTestUtil.CloseIfPresent(e, "resnet_feat32", f32, abs, rel);
+        }
         var (o, o16, o32) = net.call(x);
         TensorAssert.Close(o, e["feat_out"], abs, rel, "feat_out");
         TensorAssert.Close(o16, e["feat_out16"], abs, rel, "feat_out16");
@@ -54,22 +68,29 @@ public class BiSeNetGoldenTests(ITestOutputHelper log)
         using var net = Build(caseDir);
         var image = Golden.Load(caseDir, "inputs.safetensors")["image"];
         var e = Golden.Load(caseDir, "outputs.safetensors");
+        // FreeDoM resizes to 512 (FaceParseTool); the stored "*_sub8" tensors are [:, :, ::8, ::8] of the 512 maps.
+        const long size = 512;
         Tensor Sub8(Tensor t) => t[.., .., TensorIndex.Slice(null, null, 8), TensorIndex.Slice(null, null, 8)];
 
+        // image_y = image.flip(-1) for the whole batch (per item), no gradient.
         Tensor refMask;
-        using (no_grad()) refMask = net.Logits(FacePreprocessing.ParsingInput(image.flip(-1), 512));
+        using (no_grad()) refMask = net.Logits(FacePreprocessing.ParsingInput(image.flip(-1), size));
         var x = image.clone().requires_grad_(true);
-        var prep = FacePreprocessing.ParsingInput(x, 512);
-        TensorAssert.Close(Sub8(prep), e["prep_image_512_sub8"], abs, rel, "prep_image_512_sub8");
+        var prep = FacePreprocessing.ParsingInput(x, size);
+        FaceTestUtil.CloseIfPresent(e, "prep_image_512_sub8", Sub8(prep), abs, rel);
         var imgMask = net.Logits(prep);
-        TensorAssert.Close(Sub8(imgMask), e["img_mask_sub8"], abs, rel, "img_mask_sub8");
+        FaceTestUtil.CloseIfPresent(e, "img_mask_sub8", Sub8(imgMask), abs, rel);
         var residual = refMask - imgMask;
-        TensorAssert.Close(Sub8(residual), e["residual_sub8"], abs, rel, "residual_sub8");
-        TensorAssert.Close(residual.sum([2, 3]), e["residual_sum_per_class"], abs, rel, "residual_sum_per_class");
-        var loss = residual.norm();
+        FaceTestUtil.CloseIfPresent(e, "residual_sub8", Sub8(residual), abs, rel);
+        FaceTestUtil.CloseIfPresent(e, "residual_sum_per_class", residual.sum([2, 3]), abs, rel);
+        // FreeDoM's loss is one norm over the whole [B,19,512,512] residual (couples the items); the library guides per
+        // item, so the per-item gradients are also compared item by item through dL/dx_b = (l_b/L) dl_b/dx_b.
+        var (loss, grad, perItem) = FaceTestUtil.CoupledAndPerItemGrads(residual, x);
         TensorAssert.Close(loss, e["loss_norm"], 0, tol.GetProperty("loss_norm").GetProperty("rel").GetDouble(), "loss_norm");
-        var grad = torch.autograd.grad([loss], [x], retain_graph: false)[0];
-        var (maxAbs, relL2) = FaceTestUtil.GradClose(grad, e["grad_loss_wrt_image"], tol.GetProperty("grad"), "grad_loss_wrt_image");
+        var expectedGrad = e["grad_loss_wrt_image"];
+        var (maxAbs, relL2) = FaceTestUtil.GradClose(grad, expectedGrad, tol.GetProperty("grad"), "grad_loss_wrt_image");
+        for (long b = 0; b < image.shape[0]; b++)
+            FaceTestUtil.GradClose(perItem[b], expectedGrad[b], tol.GetProperty("grad"), $"grad_loss_wrt_image[{b}] (per-item relation)");
         log.WriteLine($"loss {loss.item<float>()} vs {e["loss_norm"].item<float>()}; grad max |diff| {maxAbs:E2}, rel L2 {relL2:E2}");
     }
 }

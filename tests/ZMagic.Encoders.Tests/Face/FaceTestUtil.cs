@@ -51,6 +51,45 @@ internal static class FaceTestUtil
     }
 
     /// <summary>
+    /// FreeDoM's energies (IDLoss, FaceParseTool, FaceLandMarkTool, CLIPEncoder) take ONE norm over the whole batch,
+    /// <c>L = ||R||</c> with <c>R = [r_1; ...; r_B]</c>, which couples the items; the library's guidance is per item
+    /// (<c>l_b = ||r_b||</c>). In eval mode r_b depends only on x_b, so <c>dL/dx_b = (l_b / L) dl_b/dx_b</c>.
+    /// Returns the reference's coupled loss and gradient and, from a separate per-item pass over the same graph, the
+    /// per-item gradients mapped through that relation, so both can be compared with the golden gradient item by item.
+    /// </summary>
+    public static (Tensor Loss, Tensor Grad, Tensor PerItemGradScaled) CoupledAndPerItemGrads(Tensor residual, Tensor x)
+    {
+        var loss = residual.norm();
+        var grad = torch.autograd.grad([loss], [x], retain_graph: true)[0];
+        var perItem = residual.flatten(1).square().sum(1).sqrt();
+        Assert.Equal(x.shape[0], perItem.shape[0]);
+        var gItem = torch.autograd.grad([perItem.sum()], [x], retain_graph: false)[0];
+        var shape = new long[x.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = x.shape[0];
+        var scale = (perItem.detach() / loss.detach()).view(shape);
+        return (loss, grad, gItem * scale);
+    }
+
+    /// <summary>Compares <paramref name="actual"/> with <paramref name="outputs"/>[key] when the case stores that key (the README lists it as optional or diagnostic).</summary>
+    public static bool CloseIfPresent(IReadOnlyDictionary<string, Tensor> outputs, string key, Tensor actual, double abs, double rel)
+    {
+        if (!outputs.TryGetValue(key, out var expected)) return false;
+        ZMagic.TestSupport.TensorAssert.Close(actual, expected, abs, rel, key);
+        return true;
+    }
+
+    /// <summary>
+    /// Asserts that a case (any root) is claimed by exactly one harness, so an unseen
+    /// case in an unexpected shape fails loudly instead of being silently filtered out of every theory.
+    /// </summary>
+    public static void AssertClaimed(string caseDir, params (string Harness, bool Claims)[] harnesses)
+    {
+        var claimed = harnesses.Where(h => h.Claims).Select(h => h.Harness).ToList();
+        Assert.True(claimed.Count == 1, $"{caseDir}: claimed by {claimed.Count} harnesses [{string.Join(", ", claimed)}]; expected exactly one of [{string.Join(", ", harnesses.Select(h => h.Harness))}].");
+    }
+
+    /// <summary>
     /// A gradient check for the golden "grad": {"abs", "rel_l2"} entries, read as "max |diff| &lt;= abs, or else
     /// ||diff|| / ||ref|| &lt;= rel_l2". The README gives no combination rule; the elementwise abs bound alone is below
     /// the reference's own float32 rounding (its float32 gradient differs from a float64 evaluation of the same

@@ -54,9 +54,25 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets, Xunit.Abstractions.I
         // lm68_rect_post is not checked: the file does not say which non-square input produced it (golden faceapi/README.md).
     }
 
-    public static TheoryData<string> FaceCases() => Golden.Cases("faceapi", d => Golden.CaseJson(d).TryGetProperty("runs", out _));
+    // Dispatch on content (faceapi/README.md): a face case has a "runs" list in case.json; a detector case has
+    // "input_size" in inputs.safetensors. A case that is neither (or both) fails Every_case_is_claimed.
+    private static bool IsFaceCase(string d) => Golden.CaseJson(d).TryGetProperty("runs", out _);
 
-    public static TheoryData<string> DetectorCases() => Golden.Cases("faceapi", d => !Golden.CaseJson(d).TryGetProperty("runs", out _));
+    private static bool IsDetectorCase(string d) => Golden.Load(d, "inputs.safetensors").ContainsKey("input_size");
+
+    public static TheoryData<string> AllCases() => Golden.Cases("faceapi");
+
+    public static TheoryData<string> FaceCases() => Golden.Cases("faceapi", IsFaceCase);
+
+    public static TheoryData<string> DetectorCases() => Golden.Cases("faceapi", IsDetectorCase);
+
+    [Theory]
+    [MemberData(nameof(AllCases))]
+    public void Every_case_is_claimed(string caseDir)
+    {
+        bool face = IsFaceCase(caseDir), detector = IsDetectorCase(caseDir);
+        Assert.True(face ^ detector, $"{caseDir}: face case (runs) {face}, detector case (input_size) {detector}; expected exactly one.");
+    }
 
     [Theory]
     [MemberData(nameof(FaceCases))]
@@ -70,6 +86,13 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets, Xunit.Abstractions.I
         long h = image.shape[0], w = image.shape[1];
         var image255 = TestImages.HwcToNchw(image);
         using var _ = no_grad();
+        // Every stored input_* (not only those a run names) must be rebuilt from image_u8 bit-exactly.
+        foreach (var (inputName, storedNhwc) in inputs.Where(kv => kv.Key.StartsWith("input_", StringComparison.Ordinal)))
+        {
+            var stored = storedNhwc.permute(0, 3, 1, 2);
+            var rebuilt = TfOps.ToNetInput(image255, stored.shape[2], true, FaceApiMeans.Face);
+            Assert.True(rebuilt.shape.SequenceEqual(stored.shape) && rebuilt.eq(stored).all().item<bool>(), $"{caseDir}: {inputName} rebuilt from image_u8 differs");
+        }
         foreach (var run in json.GetProperty("runs").EnumerateArray())
         {
             string net = run.GetProperty("net").GetString()!;
@@ -111,6 +134,7 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets, Xunit.Abstractions.I
                     got["recog/descriptor"] = nets.Recognition.forward(stored);
                     if (outputs.ContainsKey("recog/distance_to_crop"))
                     {
+                        Assert.Contains("_face_mirror", Path.GetFileName(caseDir), StringComparison.Ordinal);
                         string other = Path.Combine(Path.GetDirectoryName(caseDir)!, Path.GetFileName(caseDir).Replace("_face_mirror", "_face_crop"));
                         var otherInput = Golden.Load(other, "inputs.safetensors")["input_150"].permute(0, 3, 1, 2);
                         var d2 = nets.Recognition.forward(otherInput);
@@ -151,13 +175,19 @@ public sealed class FaceApiGoldenTests(FaceApiFixture nets, Xunit.Abstractions.I
         else
         {
             input = TfOps.ToNetInput(TestImages.HwcToNchw(inputs["image_u8"]), size, false, FaceApiMeans.TinyFaceDetector);
-            string expectedSha = json.GetProperty("preprocessing").GetProperty("input_sha256_f32_le").GetString()!;
+        }
+        // The README: check the sha256 of the (stored or rebuilt) NHWC float32 input whenever the field exists.
+        if (json.TryGetProperty("preprocessing", out var prep) && prep.TryGetProperty("input_sha256_f32_le", out var sha))
+        {
             var nhwc = input.permute(0, 2, 3, 1).contiguous().data<float>().ToArray();
             var bytes = new byte[nhwc.Length * 4];
             Buffer.BlockCopy(nhwc, 0, bytes, 0, bytes.Length);
-            Assert.Equal(expectedSha, Convert.ToHexStringLower(SHA256.HashData(bytes)));
+            Assert.Equal(sha.GetString(), Convert.ToHexStringLower(SHA256.HashData(bytes)));
         }
-        for (int a = 0; a < 5; a++)
+        else Assert.True(inputs.ContainsKey("input"), $"{caseDir}: no stored input and no input_sha256_f32_le to check the rebuilt one against");
+        var anchors = inputs["anchors_wh"];
+        Assert.Equal(TinyFaceDetector.Anchors.Count, (int)anchors.shape[0]);
+        for (int a = 0; a < anchors.shape[0]; a++)
         {
             Assert.Equal(inputs["anchors_wh"][a, 0].item<double>(), TinyFaceDetector.Anchors[a].W);
             Assert.Equal(inputs["anchors_wh"][a, 1].item<double>(), TinyFaceDetector.Anchors[a].H);
