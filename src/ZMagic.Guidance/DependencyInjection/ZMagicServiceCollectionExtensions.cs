@@ -47,10 +47,18 @@ public static class ZMagicServiceCollectionExtensions
 
     /// <summary>
     /// Registers a condition type from any assembly (e.g. a plug-in) under <paramref name="name"/>: its options are the named
-    /// options <paramref name="name"/> of <typeparamref name="TOptions"/>, and it is constructed with
-    /// <see cref="ActivatorUtilities"/> so its constructor can take the options object and any registered service (encoders, ...).
+    /// options <paramref name="name"/> of <typeparamref name="TOptions"/>. Its public constructor may take them as
+    /// <typeparamref name="TOptions"/>, <see cref="IOptions{TOptions}"/> or <see cref="IOptionsMonitor{TOptions}"/> (all bound to
+    /// <paramref name="name"/>), plus any registered service (encoders, ...); the constructor with the most parameters that
+    /// can all be supplied is used.
     /// </summary>
-    /// <typeparam name="TCondition">The condition; a public constructor taking <typeparamref name="TOptions"/> (and services).</typeparam>
+    /// <remarks>
+    /// The named options are validated on start (<c>ValidateOnStart</c>): if no constructor of <typeparamref name="TCondition"/>
+    /// can be supplied (say it needs a service nobody registered), <c>IStartupValidator.Validate()</c> or the host's start
+    /// throws an <see cref="OptionsValidationException"/> naming the condition type and the missing parameter types, instead
+    /// of the first request failing.
+    /// </remarks>
+    /// <typeparam name="TCondition">The condition; a public constructor taking its options (and services).</typeparam>
     /// <typeparam name="TOptions">Its options class.</typeparam>
     public static IServiceCollection AddZMagicCondition<TCondition, TOptions>(
         this IServiceCollection services, string name, Action<TOptions>? configure = null)
@@ -59,13 +67,13 @@ public static class ZMagicServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        var activator = new ConditionActivator<TCondition, TOptions>(name);
         var builder = services.AddOptions<TOptions>(name);
         if (configure is not null) builder.Configure(configure);
-        services.AddSingleton<IGuidanceConditionFactory>(new DelegateGuidanceConditionFactory(name, sp =>
-        {
-            var options = sp.GetRequiredService<IOptionsMonitor<TOptions>>().Get(name);
-            return ActivatorUtilities.CreateInstance<TCondition>(sp, options);
-        }));
+        builder.ValidateOnStart();
+        services.AddSingleton<IValidateOptions<TOptions>>(sp =>
+            new ConditionConstructorValidator<TCondition, TOptions>(activator, sp.GetService<IServiceProviderIsService>()));
+        services.AddSingleton<IGuidanceConditionFactory>(new DelegateGuidanceConditionFactory(name, activator.Create));
         return services;
     }
 

@@ -24,6 +24,76 @@ public sealed class DependencyInjectionTests
         public Tensor Energy(Tensor x0) => (x0.flatten(1).mean([1L]) - Target).square();
     }
 
+    /// <summary>Takes its options through the options pattern (bound to the registration name, not the default name).</summary>
+    public sealed class OptionsPatternCondition(IOptions<MeanOptions> options, IOptionsMonitor<MeanOptions> monitor) : IGuidanceCondition
+    {
+        public double Target { get; } = options.Value.Target;
+        public double MonitorTarget { get; } = monitor.CurrentValue.Target;
+        public string Name => "options";
+        public GuidanceSchedule Schedule { get; } = new(new ConstantStepSize(1));
+        public Tensor Energy(Tensor x0) => (x0.flatten(1).mean([1L]) - Target).square();
+    }
+
+    /// <summary>A service a plug-in condition needs and nobody registers.</summary>
+    public interface IFaceEncoder;
+
+    public sealed class NeedsEncoderCondition(MeanOptions options, IFaceEncoder encoder) : IGuidanceCondition
+    {
+        public IFaceEncoder Encoder { get; } = encoder;
+        public string Name => "needs-encoder";
+        public GuidanceSchedule Schedule { get; } = new(new ConstantStepSize(options.Target));
+        public Tensor Energy(Tensor x0) => x0.sum();
+    }
+
+    private sealed class FaceEncoder : IFaceEncoder;
+
+    [Fact]
+    public void Options_pattern_constructors_get_the_named_options()
+    {
+        using var sp = new ServiceCollection()
+            .AddZMagic(o => o.DenoiserFactory = _ => TinyBackbone.Create())
+            .AddZMagicCondition<OptionsPatternCondition, MeanOptions>("options", o => o.Target = 0.75)
+            .AddZMagicCondition<MeanCondition, MeanOptions>("mean", o => o.Target = -0.5)
+            .BuildServiceProvider();
+        sp.GetRequiredService<IStartupValidator>().Validate();
+        var catalog = sp.GetRequiredService<GuidanceConditionCatalog>();
+        var c = Assert.IsType<OptionsPatternCondition>(catalog.Create("options"));
+        Assert.Equal(0.75, c.Target);
+        Assert.Equal(0.75, c.MonitorTarget);
+        Assert.Equal(-0.5, Assert.IsType<MeanCondition>(catalog.Create("mean")).Target);
+    }
+
+    [Fact]
+    public void Unconstructible_plugin_condition_fails_start_up_validation_naming_type_and_missing_service()
+    {
+        int created = 0;
+        using var sp = new ServiceCollection()
+            .AddZMagic(o => o.DenoiserFactory = _ => { created++; return TinyBackbone.Create(); })
+            .AddZMagicCondition<NeedsEncoderCondition, MeanOptions>("needs-encoder")
+            .BuildServiceProvider();
+        var e = Assert.Throws<OptionsValidationException>(() => sp.GetRequiredService<IStartupValidator>().Validate());
+        Assert.Contains("'needs-encoder'", e.Message);
+        Assert.Contains(typeof(NeedsEncoderCondition).FullName!, e.Message);
+        Assert.Contains(typeof(IFaceEncoder).FullName + " 'encoder'", e.Message);
+        Assert.Equal(0, created);
+        // Creating it anyway fails with the same explanation rather than a bare activation error.
+        var e2 = Assert.ThrowsAny<Exception>(() => sp.GetRequiredService<GuidanceConditionCatalog>().Create("needs-encoder"));
+        Assert.Contains(typeof(IFaceEncoder).FullName!, e2.Message);
+    }
+
+    [Fact]
+    public void Plugin_condition_with_its_service_registered_validates_and_gets_it()
+    {
+        var encoder = new FaceEncoder();
+        using var sp = new ServiceCollection()
+            .AddZMagic(o => o.DenoiserFactory = _ => TinyBackbone.Create())
+            .AddSingleton<IFaceEncoder>(encoder)
+            .AddZMagicCondition<NeedsEncoderCondition, MeanOptions>("needs-encoder")
+            .BuildServiceProvider();
+        sp.GetRequiredService<IStartupValidator>().Validate();
+        Assert.Same(encoder, Assert.IsType<NeedsEncoderCondition>(sp.GetRequiredService<GuidanceConditionCatalog>().Create("needs-encoder")).Encoder);
+    }
+
     [Fact]
     public void Missing_backbone_fails_validation_at_start_with_a_clear_message()
     {
