@@ -102,8 +102,9 @@ public static class NumericsSelfCheck
     /// <summary>
     /// Puts every 4-d parameter of <paramref name="module"/> into channels-last memory when
     /// <see cref="ChannelsLastConvolutions"/> is set (values unchanged, in place, idempotent); otherwise does nothing.
-    /// Checkpoint loading (<see cref="ZMagic.Core.IO.StateDictLoader"/>) and the backbones call it; call it for a
-    /// network built another way.
+    /// The checkpoint loaders (<see cref="ZMagic.Core.IO.StateDictLoader"/>, the digits and face-api loaders) and the
+    /// backbones' first forward call it; call it for a network built another way, and
+    /// <see cref="ConvolutionWeight"/> for a weight used with a functional convolution.
     /// </summary>
     /// <returns>True when the layout was applied.</returns>
     public static bool ApplyConvolutionLayout(nn.Module module)
@@ -114,6 +115,17 @@ public static class NumericsSelfCheck
         foreach (var p in module.parameters())
             if (p.dim() == 4 && !IsChannelsLast(p)) p.set_(ToChannelsLast(p));
         return true;
+    }
+
+    /// <summary>
+    /// For a convolution weight held outside a module (a functional <c>conv2d</c>): the weight in channels-last
+    /// memory when <see cref="ChannelsLastConvolutions"/> is set (a new tensor, same values), otherwise the weight
+    /// itself.
+    /// </summary>
+    public static Tensor ConvolutionWeight(Tensor weight)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        return channelsLastConvolutions && weight.dim() == 4 && !IsChannelsLast(weight) ? ToChannelsLast(weight) : weight;
     }
 
     internal static Tensor ToChannelsLast(Tensor t) => t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);

@@ -179,6 +179,7 @@ public abstract class FaceApiNetwork<TOutput> : nn.Module<Tensor, TOutput>, IFac
             if (!used.Contains(name)) problems.Add($"unexpected '{name}' (is this the weights file of {GetType().Name}?)");
         if (problems.Count > 0)
             throw new ZMagic.Core.IO.CheckpointFormatException(source, $"does not fit {GetType().Name}: " + string.Join("; ", problems));
+        ZMagic.Core.Native.NumericsSelfCheck.ApplyConvolutionLayout(this);
     }
 
     /// <summary>Converts a tfjs tensor to the layout of the parameter of the same name.</summary>

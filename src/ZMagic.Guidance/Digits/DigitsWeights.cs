@@ -73,6 +73,7 @@ public static class DigitsWeights
             foreach (var (name, t) in expected)
                 t.copy_(weights[name].to(t.dtype));
         }
+        ZMagic.Core.Native.NumericsSelfCheck.ApplyConvolutionLayout(module);
     }
 
     /// <summary>Opens an embedded asset of this assembly.</summary>

@@ -31,7 +31,7 @@ internal sealed class TanhConvDenoiser : IDenoiser
     public bool LearnedSigma => false;
 
     public Tensor Forward(Tensor x, Tensor t) =>
-        torch.tanh(nn.functional.conv2d(x, _w.to(x.dtype), padding: new long[] { 1, 1 })) * (1 + t.to(x.dtype).reshape(-1, 1, 1, 1) / 1000) + x * 0.2;
+        torch.tanh(nn.functional.conv2d(x, ZMagic.Core.Native.NumericsSelfCheck.ConvolutionWeight(_w.to(x.dtype)), padding: new long[] { 1, 1 })) * (1 + t.to(x.dtype).reshape(-1, 1, 1, 1) / 1000) + x * 0.2;
 }
 
 /// <summary>

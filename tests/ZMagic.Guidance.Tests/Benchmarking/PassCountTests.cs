@@ -42,7 +42,7 @@ public sealed class ConvDenoiserFixture : IDisposable, IDenoiser
 
     /// <inheritdoc />
     public Tensor Forward(Tensor x, Tensor t) =>
-        torch.tanh(torch.nn.functional.conv2d(x, _weight, padding: new long[] { 1, 1 })) * (1 + t.reshape(-1, 1, 1, 1) / 1000);
+        torch.tanh(torch.nn.functional.conv2d(x, ZMagic.Core.Native.NumericsSelfCheck.ConvolutionWeight(_weight), padding: new long[] { 1, 1 })) * (1 + t.reshape(-1, 1, 1, 1) / 1000);
 
     /// <inheritdoc />
     public void Dispose() => _weight.Dispose();

@@ -30,7 +30,7 @@ internal sealed class ToyEnergy : IGuidanceCondition
         new("A", x0 => nn.functional.avg_pool2d(x0, 4) - inputs["yA"], rule, w);
 
     public static ToyEnergy B(Dictionary<string, Tensor> inputs, IStepSizeRule rule, GuidanceWindow w) =>
-        new("B", x0 => nn.functional.conv2d(x0, inputs["K"], padding: new long[] { 1, 1 }) - inputs["yB"], rule, w);
+        new("B", x0 => nn.functional.conv2d(x0, ZMagic.Core.Native.NumericsSelfCheck.ConvolutionWeight(inputs["K"]), padding: new long[] { 1, 1 }) - inputs["yB"], rule, w);
 
     public static ToyEnergy C(Dictionary<string, Tensor> inputs, IStepSizeRule rule, GuidanceWindow w) =>
         new("C", x0 => x0.mean(new long[] { 1 }, keepdim: true) - inputs["yC"], rule, w);
