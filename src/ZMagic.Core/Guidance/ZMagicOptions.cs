@@ -85,7 +85,7 @@ public sealed record ZMagicOptions
     /// <summary>
     /// Always compute each later condition's gradient at the proposal and its pull-back separately, so that the trace
     /// carries per-condition gradient norms and the pairwise cosines. When false (default), a step whose combiner is the
-    /// plain sum, whose later conditions' step-size rules ignore the gradient and whose later conditions share one
+    /// plain sum (<see cref="IGradientCombiner.IsLinear"/>), whose later conditions' step-size rules ignore the gradient and whose later conditions share one
     /// proposal (star chaining, no branch noise) takes ONE backward at the proposal and ONE vector-Jacobian product for
     /// all later conditions together: <c>sum_k rho_k d_k = J^T grad_p sum_k rho_k E_k</c>, exact because the pull-back
     /// is linear. Exact Z-Magic then costs 2 forwards + 3 backward passes for any n &gt;= 2 instead of 2 + (2n - 1).
