@@ -36,7 +36,12 @@ namespace ZMagic.Core.Guidance;
 public sealed class ZMagicStrategy : IGuidanceStrategy
 {
     /// <summary>Creates the strategy.</summary>
-    public ZMagicStrategy(ZMagicOptions? options = null) => Options = options ?? new ZMagicOptions();
+    /// <exception cref="ArgumentException">Conflicting options (see <see cref="ZMagicOptions.Validate"/>).</exception>
+    public ZMagicStrategy(ZMagicOptions? options = null)
+    {
+        Options = options ?? new ZMagicOptions();
+        Options.Validate();
+    }
 
     /// <summary>The options.</summary>
     public ZMagicOptions Options { get; }

@@ -127,7 +127,7 @@ public class FusedAndBatchedPassTests
     [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.Replacement)]
     [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
     [InlineData(3, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
-    [InlineData(3, ZMagicJacobian.Full, ZMagicUpdateRule.Replacement)]
+    [InlineData(3, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.Replacement)]
     public void Fusion_covers_every_condition_when_anchored_on_the_base_step(int n, ZMagicJacobian jacobian, ZMagicUpdateRule rule)
     {
         // No anchor task: the fused task alone stands for n terms (the research rule must still triple it).
