@@ -106,6 +106,16 @@ public interface IGradientCombiner
     /// per batch item.
     /// </summary>
     bool IsElementwise => false;
+
+    /// <summary>
+    /// True when the combined update is the plain sum of the tasks, <c>Combine(D) = sum_k D_k</c>, whatever the tasks
+    /// are. The strategies may then skip the per-condition gradients: with gradient-free step sizes,
+    /// <c>sum_k rho_k d_k</c> is computed as ONE backward pass of <c>sum_k rho_k E_k</c> (the fused path; see
+    /// <see cref="VanillaOptions.PerConditionGradients"/> and <see cref="ZMagicOptions.PerConditionGradients"/>), and
+    /// <see cref="Combine"/> is not called with the individual tasks. False by default: declare it only for a combiner
+    /// that is linear in exactly this sense (a weighted or conflict-aware combiner is not).
+    /// </summary>
+    bool IsLinear => false;
 }
 
 /// <summary>Guidance failed at a named step and condition.</summary>

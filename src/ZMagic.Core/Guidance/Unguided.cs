@@ -41,6 +41,9 @@ public sealed class SumCombiner : IGradientCombiner
     public bool IsElementwise => true;
 
     /// <inheritdoc />
+    public bool IsLinear => true;
+
+    /// <inheritdoc />
     public Tensor Combine(IReadOnlyList<Tensor> taskGradients)
     {
         ArgumentNullException.ThrowIfNull(taskGradients);

@@ -10,7 +10,7 @@ public sealed record VanillaOptions
     /// <summary>
     /// Always compute each condition's gradient with its own backward pass (K backwards), so that the trace carries
     /// per-condition gradient norms and the pairwise cosines (the paper's Fig. 1). When false (default), a step whose
-    /// combiner is the plain sum and whose step-size rules ignore the gradient takes ONE backward pass of
+    /// combiner is the plain sum (<see cref="IGradientCombiner.IsLinear"/>) and whose step-size rules ignore the gradient takes ONE backward pass of
     /// <c>sum_k rho_k E_k</c> for all conditions together, as FreeDoM does; otherwise per-condition backwards are used.
     /// </summary>
     public bool PerConditionGradients { get; init; }
@@ -32,7 +32,7 @@ public sealed record VanillaOptions
 /// <c>x_t' = S(x_t) - combiner({rho_k g_k})</c>.
 /// </summary>
 /// <remarks>
-/// Cost per step: one denoiser forward; one backward when the sum combiner and gradient-free step sizes allow the
+/// Cost per step: one denoiser forward; one backward when a linear combiner (<see cref="IGradientCombiner.IsLinear"/>, e.g. the sum) and gradient-free step sizes allow the
 /// fused form, else one backward per active condition (the graph is retained between them), or, with
 /// <see cref="VanillaOptions.BatchConditionGradients"/>, one forward and one backward of K x B items. Intermediates
 /// passed to <see cref="GuidedStep.Inspect"/>: eps, x0, base, grad_sum (fused), g/NAME, task/NAME, update, next.
@@ -57,7 +57,7 @@ public sealed class VanillaStrategy : IGuidanceStrategy
         if (active.Count == 0) return kit.Unguided();
 
         using var grad = torch.enable_grad();
-        bool fusable = !Options.PerConditionGradients && step.Combiner is SumCombiner && active.All(kit.GradientFreeStepSize);
+        bool fusable = !Options.PerConditionGradients && step.Combiner.IsLinear && active.All(kit.GradientFreeStepSize);
         // Batched: condition active[i] is evaluated on copy i of x_t replicated along the batch dimension.
         int copies = Options.BatchConditionGradients && !fusable && active.Count >= 2 ? active.Count : 1;
         long batch = step.X.shape[0];
@@ -86,7 +86,7 @@ public sealed class VanillaStrategy : IGuidanceStrategy
         var remaining = energies.Keys.ToList();
         bool fused = copies == 1
                      && !Options.PerConditionGradients
-                     && step.Combiner is SumCombiner
+                     && step.Combiner.IsLinear
                      && remaining.All(kit.GradientFreeStepSize);
         Tensor update;
         if (fused)

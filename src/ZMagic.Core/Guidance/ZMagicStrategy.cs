@@ -18,7 +18,7 @@ namespace ZMagic.Core.Guidance;
 /// ReuseFirstForward: 1 forward, 1 backward + (n - 1) VJPs through the denoiser (the later gradients pass through the
 /// encoders only); FirstOrder Jacobian: no VJPs. Chain chaining and branch noise need one forward per later condition.
 /// A single active condition costs 1 forward + 1 backward and gives S(x_t) - rho1 g1.</para>
-/// <para>Fused form (the default where it applies: sum combiner, gradient-free step sizes of the later conditions, one
+/// <para>Fused form (the default where it applies: a linear combiner (<see cref="IGradientCombiner.IsLinear"/>, e.g. the sum), gradient-free step sizes of the later conditions, one
 /// shared proposal, two or more later conditions; see <see cref="ZMagicOptions.PerConditionGradients"/>): the pull-back
 /// is linear, so <c>sum_k rho_k d_k = J^T grad_p(sum_k rho_k E_k)</c> takes one backward at the proposal and one VJP
 /// whatever n: exact 2 forwards + 3 backward passes (1 VJP); ReuseFirstForward 1 + 2 (1 VJP); FirstOrder 2 + 2.
@@ -36,7 +36,12 @@ namespace ZMagic.Core.Guidance;
 public sealed class ZMagicStrategy : IGuidanceStrategy
 {
     /// <summary>Creates the strategy.</summary>
-    public ZMagicStrategy(ZMagicOptions? options = null) => Options = options ?? new ZMagicOptions();
+    /// <exception cref="ArgumentException">Conflicting options (see <see cref="ZMagicOptions.Validate"/>).</exception>
+    public ZMagicStrategy(ZMagicOptions? options = null)
+    {
+        Options = options ?? new ZMagicOptions();
+        Options.Validate();
+    }
 
     /// <summary>The options.</summary>
     public ZMagicOptions Options { get; }
@@ -113,10 +118,10 @@ public sealed class ZMagicStrategy : IGuidanceStrategy
         bool exact = Options.Proposal == ZMagicProposal.Exact;
         // One proposal (one leaf, one forward when exact) for every later condition: star chaining, no branch noise.
         bool sharedProposal = Options.Chaining == ZMagicChaining.Star && !Options.BranchNoise;
-        // Fused: with the sum combiner and gradient-free later step sizes, sum_k rho_k d_k = J^T grad_p sum_k rho_k E_k
+        // Fused: with a linear (sum) combiner and gradient-free later step sizes, sum_k rho_k d_k = J^T grad_p sum_k rho_k E_k
         // (the pull-back is linear in its vector), so one backward at the proposal and one VJP serve them all.
         bool fuse = sharedProposal && later.Count >= 2 && !Options.PerConditionGradients
-                    && step.Combiner is SumCombiner && later.All(kit.GradientFreeStepSize);
+                    && step.Combiner.IsLinear && later.All(kit.GradientFreeStepSize);
         // Batched: one forward of the proposal replicated per later condition and one backward give every gh_k.
         bool batched = !fuse && sharedProposal && exact && later.Count >= 2 && Options.BatchConditionGradients;
         long batch = step.X.shape[0];

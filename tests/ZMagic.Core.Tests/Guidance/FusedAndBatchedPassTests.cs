@@ -127,7 +127,7 @@ public class FusedAndBatchedPassTests
     [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.Replacement)]
     [InlineData(2, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
     [InlineData(3, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.ResearchCode)]
-    [InlineData(3, ZMagicJacobian.Full, ZMagicUpdateRule.Replacement)]
+    [InlineData(3, ZMagicJacobian.ResearchCode, ZMagicUpdateRule.Replacement)]
     public void Fusion_covers_every_condition_when_anchored_on_the_base_step(int n, ZMagicJacobian jacobian, ZMagicUpdateRule rule)
     {
         // No anchor task: the fused task alone stands for n terms (the research rule must still triple it).
@@ -151,6 +151,50 @@ public class FusedAndBatchedPassTests
         Assert.Equal((2, 3, 2), (rel.Trace.Passes.DenoiserForwards, rel.Trace.Passes.DenoiserBackwards, rel.Trace.Passes.Vjps));
         var (_, chain, _) = Run(new ZMagicStrategy(new ZMagicOptions { Chaining = ZMagicChaining.Chain }), den, x, noise, conds);
         Assert.Equal((3, 3, 2), (chain.Trace.Passes.DenoiserForwards, chain.Trace.Passes.DenoiserBackwards, chain.Trace.Passes.Vjps));
+    }
+
+    /// <summary>A user combiner that sums its tasks and declares (or not) <see cref="IGradientCombiner.IsLinear"/>.</summary>
+    private sealed class UserSumCombiner(bool linear) : IGradientCombiner
+    {
+        public string Name => linear ? "user-linear" : "user-opaque";
+        public bool IsLinear => linear;
+        public int Calls { get; private set; }
+
+        public Tensor Combine(IReadOnlyList<Tensor> taskGradients)
+        {
+            Calls++;
+            var sum = taskGradients[0].clone();
+            foreach (var t in taskGradients.Skip(1)) sum.add_(t);
+            return sum;
+        }
+    }
+
+    [Fact]
+    public void Fusion_follows_the_combiners_declared_linearity_not_its_type()
+    {
+        var (den, x, noise, conds) = Bed(3, 2, 350, ScalarType.Float64);
+        var linear = new UserSumCombiner(linear: true);
+        var opaque = new UserSumCombiner(linear: false);
+
+        // Vanilla: a declared-linear user combiner takes FreeDoM's single backward, as the built-in sum does.
+        var (vl, vls, _) = Run(new VanillaStrategy(), den, x, noise, conds, linear);
+        var (vo, vos, _) = Run(new VanillaStrategy(), den, x, noise, conds, opaque);
+        var (vs, vss, _) = Run(new VanillaStrategy(), den, x, noise, conds, SumCombiner.Instance);
+        Assert.Equal((1, 1), (vls.Trace.Passes.DenoiserForwards, vls.Trace.Passes.DenoiserBackwards));
+        Assert.Equal((vss.Trace.Passes.DenoiserForwards, vss.Trace.Passes.DenoiserBackwards), (vls.Trace.Passes.DenoiserForwards, vls.Trace.Passes.DenoiserBackwards));
+        Assert.Equal((1, 3), (vos.Trace.Passes.DenoiserForwards, vos.Trace.Passes.DenoiserBackwards));
+        TensorAssert.Close(vl, vo, 1e-10, 1e-10, "vanilla: fused vs per-condition with the same (summing) combiner");
+        TensorAssert.Close(vl, vs, 1e-12, 1e-12, "vanilla: user linear combiner vs SumCombiner");
+
+        // Z-Magic: one backward at the proposal and one VJP for the two later conditions, against one each.
+        var (zl, zls, zlSeen) = Run(new ZMagicStrategy(), den, x, noise, conds, linear);
+        var (zo, zos, zoSeen) = Run(new ZMagicStrategy(), den, x, noise, conds, opaque);
+        Assert.Equal((2, 2, 1), (zls.Trace.Passes.DenoiserForwards, zls.Trace.Passes.DenoiserBackwards, zls.Trace.Passes.Vjps));
+        Assert.Equal((2, 3, 2), (zos.Trace.Passes.DenoiserForwards, zos.Trace.Passes.DenoiserBackwards, zos.Trace.Passes.Vjps));
+        Assert.True(zlSeen.ContainsKey("task_fused") && !zoSeen.ContainsKey("task_fused"));
+        TensorAssert.Close(zl, zo, 1e-10, 1e-10, "zmagic: fused vs per-condition with the same (summing) combiner");
+        // The opaque combiner saw the individual tasks (per batch item: it is not elementwise).
+        Assert.True(opaque.Calls >= 2, $"the non-linear combiner was called {opaque.Calls} times");
     }
 
     private static FuncCondition NanGradient() => new("bad", x0 => (x0.flatten(1).sum(1) * 0).sqrt(), new ConstantStepSize(0.1));

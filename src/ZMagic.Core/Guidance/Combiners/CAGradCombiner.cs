@@ -67,6 +67,34 @@ public sealed record CAGradOptions
     /// <summary>The two-task solver.</summary>
     public CAGradSolver Solver { get; init; } = CAGradSolver.Auto;
 
+    /// <summary>
+    /// Rejects options that <see cref="CAGradCombiner"/> could not honour, naming the options and why; the combiner's
+    /// constructor calls it: <see cref="C"/> must be finite and non-negative; <see cref="Solver"/> other than
+    /// <see cref="CAGradSolver.Auto"/> conflicts with <see cref="CAGradVariant.NyuV2"/> (that variant solves every task
+    /// count, two included, with the simplex method, so the two-task solver would be ignored); every enum value must be
+    /// one of its type.
+    /// </summary>
+    /// <exception cref="ArgumentException">The first problem found (an <see cref="ArgumentOutOfRangeException"/> for c).</exception>
+    public void Validate()
+    {
+        const string n = nameof(CAGradOptions);
+        if (!(C >= 0 && double.IsFinite(C)))
+            throw new ArgumentOutOfRangeException(nameof(C), C, $"{n}.{nameof(C)}: CAGrad's c must be finite and non-negative (the paper uses c in [0, 1)).");
+        Defined(Variant, nameof(Variant));
+        Defined(Rescale, nameof(Rescale));
+        Defined(Solver, nameof(Solver));
+        if (Variant == CAGradVariant.NyuV2 && Solver != CAGradSolver.Auto)
+            throw new ArgumentException($"{n}.{nameof(Solver)} = {Solver} conflicts with {n}.{nameof(Variant)} = {nameof(CAGradVariant.NyuV2)}: "
+                                        + "that variant solves every task count, two included, with the simplex method, so the two-task solver would be ignored. "
+                                        + $"Leave {nameof(Solver)} = {nameof(CAGradSolver.Auto)}.");
+    }
+
+    private static void Defined<T>(T value, string name) where T : struct, Enum
+    {
+        if (!Enum.IsDefined(value))
+            throw new ArgumentException($"{nameof(CAGradOptions)}.{name} = {value} is not a {typeof(T).Name} value (known: {string.Join(", ", Enum.GetNames<T>())}).");
+    }
+
     /// <summary>The research code's setting: c = 0.5, per channel, its constants, solvers and rescalings.</summary>
     public static CAGradOptions ResearchCode { get; } = new() { C = 0.5, PerChannel = true, Variant = CAGradVariant.ResearchCode };
 }
@@ -94,11 +122,11 @@ public sealed record CAGradGroupSolution(double[] Weights, double Lambda, double
 public sealed class CAGradCombiner : IGradientCombiner
 {
     /// <summary>Creates the combiner.</summary>
+    /// <exception cref="ArgumentException">Invalid or conflicting options (see <see cref="CAGradOptions.Validate"/>).</exception>
     public CAGradCombiner(CAGradOptions? options = null)
     {
         Options = options ?? new CAGradOptions();
-        if (!(Options.C >= 0 && double.IsFinite(Options.C)))
-            throw new ArgumentOutOfRangeException(nameof(options), Options.C, "CAGrad's c must be finite and non-negative (the paper uses c in [0, 1)).");
+        Options.Validate();
     }
 
     /// <summary>Creates the combiner with radius <paramref name="c"/>.</summary>
