@@ -13,8 +13,18 @@ internal static class Numerics
 {
     public const string Variable = "ZMAGIC_ONEDNN";
 
-    /// <summary>Applies the policy; writes one line to <paramref name="stderr"/> when it switched something off.</summary>
-    /// <exception cref="UsageException">The variable has a value other than auto, on or off.</exception>
+    /// <summary>True when the variable is unset or <c>auto</c>: the check decides the route.</summary>
+    public static bool IsAuto
+    {
+        get
+        {
+            var value = Environment.GetEnvironmentVariable(Variable);
+            return string.IsNullOrWhiteSpace(value) || value.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase);
+        }
+    }
+
+    /// <summary>Applies the policy; writes one line to <paramref name="stderr"/> per workaround the check took.</summary>
+    /// <exception cref="UsageException">The variable has a value other than auto, on, channels-last or off.</exception>
     public static void Apply(TextWriter stderr, CancellationToken ct)
     {
         var value = Environment.GetEnvironmentVariable(Variable);

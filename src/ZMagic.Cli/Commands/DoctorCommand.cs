@@ -31,8 +31,8 @@ internal static class DoctorCommand
         App.SetThreads(p.Int("threads", 0, 0, 256));
 
         // A route chosen by ZMAGIC_ONEDNN (on, channels-last, off) is checked as it is; auto also tries the workarounds.
+        bool auto = Numerics.IsAuto;
         var policy = Environment.GetEnvironmentVariable(Numerics.Variable);
-        bool auto = string.IsNullOrWhiteSpace(policy) || policy.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase);
         if (!auto) Numerics.Apply(stderr, ct);
 
         stdout.WriteLine($"CPU:        {LibTorchRuntime.CpuDescription}");

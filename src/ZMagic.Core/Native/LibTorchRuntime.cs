@@ -48,7 +48,7 @@ public static class LibTorchRuntime
         }
     }
 
-    /// <summary>The widest x86 vector extensions the CPU and OS offer, e.g. "AVX-512 (F, BW, VL, VNNI, BF16)".</summary>
+    /// <summary>The widest x86 vector extensions the CPU and OS offer, e.g. "AVX-512 (F, BW, VBMI, AVX-VNNI)" or "AVX2 + FMA".</summary>
     public static string VectorIsa
     {
         get

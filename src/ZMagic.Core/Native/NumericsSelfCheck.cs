@@ -12,8 +12,8 @@ namespace ZMagic.Core.Native;
 /// </summary>
 /// <remarks>
 /// Why: oneDNN's JIT kernels are chosen per CPU; a defective one (docs/reliability.md, "Numerics on every CPU") gives
-/// wrong or non-finite input gradients on some CPUs only, and guidance then steers by garbage. The check takes a few
-/// seconds on 2 cores. It runs in the calling thread; libtorch's thread count is left as it is.
+/// wrong or non-finite input gradients on some CPUs only, and guidance then steers by garbage. The check takes about a
+/// second. It runs in the calling thread; libtorch's thread count is left as it is.
 /// </remarks>
 public static class NumericsSelfCheck
 {

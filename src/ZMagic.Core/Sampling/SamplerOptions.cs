@@ -51,8 +51,9 @@ public sealed record SamplerOptions
 
     /// <summary>
     /// On the CPU, before the first guided step, make sure libtorch's kernels compute correct gradients on this
-    /// machine: <see cref="ZMagic.Core.Native.NumericsSelfCheck.EnsureHealthy"/> runs once per process (a few seconds;
-    /// later runs reuse its answer) and switches oneDNN off process-wide if its kernels are wrong here. Default true;
+    /// machine: <see cref="ZMagic.Core.Native.NumericsSelfCheck.EnsureHealthy"/> runs once per process (about a second;
+    /// later runs reuse its answer) and, if oneDNN's kernels are wrong here, routes around them process-wide
+    /// (convolutions channels-last, else oneDNN off). Default true;
     /// set false when the application has already decided (e.g. called <c>EnsureHealthy</c> itself at start).
     /// </summary>
     public bool CheckNumerics { get; init; } = true;
