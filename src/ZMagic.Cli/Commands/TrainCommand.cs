@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using TorchSharp;
+using ZMagic.Core.Diffusion;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
@@ -14,7 +15,9 @@ public static class TrainCommand
     /// <summary>Help text.</summary>
     public const string Help = """
         Usage: zmagic train digits [--out DIR] [--seed S] [--cache DIR] [--only guide,judge,prior]
-                                   [--prior-steps N] [--prior-batch B] [--threads T]
+                                   [--prior-steps N] [--prior-batch B] [--prior-lr LR] [--prior-ema D]
+                                   [--prior-warmup N] [--checkpoint-every N] [--resume] [--threads T]
+                                   [--eval-samples N] [--eval-steps S] [--evaluate-only]
 
         Trains the networks embedded in ZMagic.Guidance (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
@@ -31,8 +34,15 @@ public static class TrainCommand
           --only LIST        train only some of guide,judge,prior (default: all)
           --prior-steps N    optimiser steps of the prior (default 1200)
           --prior-batch B    batch size of the prior (default 32)
-          --prior-lr LR      peak learning rate of the prior (default 1e-3)
+          --prior-lr LR      learning rate of the prior after the warm-up (default 1e-3, constant)
+          --prior-ema D      largest EMA decay of the saved prior weights (default 0.995)
+          --prior-warmup N   warm-up steps of the learning rate (default 100)
+          --checkpoint-every N  write prior.safetensors (EMA) and the training state every N steps (default 50)
+          --resume           continue the prior from DIR/prior.state.safetensors (same settings; more --prior-steps)
           --threads T        libtorch threads (default 2)
+          --eval-samples N   after training the prior, draw N unguided samples and judge them (default 1000; 0: skip)
+          --eval-steps S     sampler steps of those samples (default 25, the demo's)
+          --evaluate-only    train nothing: judge DIR/prior.safetensors (else the embedded prior) and write DIR/prior-eval.md
 
         Example:
           zmagic train digits --out src/ZMagic.Guidance/Digits/Assets --seed 1234
@@ -41,7 +51,7 @@ public static class TrainCommand
     /// <summary>Runs the command.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "threads" }, Array.Empty<string>());
+        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "prior-ema", "prior-warmup", "checkpoint-every", "threads", "eval-samples", "eval-steps" }, new[] { "resume", "evaluate-only" });
         if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
         if (p.Positionals.Count != 1 || p.Positionals[0] != "digits")
             throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).");
@@ -54,6 +64,16 @@ public static class TrainCommand
         int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
         int priorBatch = p.Int("prior-batch", 32, 1, 4096);
         double priorLr = p.Double("prior-lr", 1e-3);
+        double priorEma = p.Double("prior-ema", 0.995);
+        int priorWarmup = p.Int("prior-warmup", 100, 1, 10_000_000);
+        int checkpointEvery = p.Int("checkpoint-every", 50, 1, 10_000_000);
+        bool resume = p.Flag("resume");
+        int evalSamples = p.Int("eval-samples", 1000, 0, 1_000_000);
+        int evalSteps = p.Int("eval-steps", 25, 1, 1000);
+        if (evalSamples == 1) throw new UsageException("--eval-samples must be 0 or at least 2.");
+        bool evaluateOnly = p.Flag("evaluate-only");
+        if (!(priorLr > 0) || double.IsInfinity(priorLr)) throw new UsageException($"--prior-lr must be positive; got {priorLr}.");
+        if (!(priorEma >= 0 && priorEma < 1)) throw new UsageException($"--prior-ema must be in [0, 1); got {priorEma}.");
         int threads = p.Int("threads", 2, 1, 256);
         App.SetThreads(threads);
 
@@ -73,6 +93,15 @@ public static class TrainCommand
         var data = MnistData.LoadSplit(tarball);
         stderr.WriteLine($"Data: {data.TrainImages.shape[0]} training and {data.TestImages.shape[0]} held-out digits (sha256 {sha}).");
         Directory.CreateDirectory(outDir);
+        if (evaluateOnly)
+        {
+            string file = Path.Combine(outDir, DigitsWeights.PriorResource);
+            string which = File.Exists(file) ? file : "the embedded prior";
+            string report = EvaluatePrior(File.Exists(file) ? file : null, which, data, Math.Max(evalSamples, 2), evalSteps, stderr, ct);
+            CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), report, ct);
+            stdout.Write(report);
+            return ExitCodes.Ok;
+        }
 
         var lines = new List<string>();
         var progress = new Progress<TrainingProgress>(_ => { });
@@ -88,6 +117,7 @@ public static class TrainCommand
 
         if (only.Contains("guide"))
         {
+            torch.manual_seed(seed); // the initial weights come from the global generator
             using var guide = new GuideClassifier();
             var r = DigitsTrainer.TrainClassifier(guide, data, seed, epochs: 4, batchSize: 128, lr: 1e-3, noiseAugment: true, "guide", reporter, ct);
             stderr.WriteLine();
@@ -97,6 +127,7 @@ public static class TrainCommand
         }
         if (only.Contains("judge"))
         {
+            torch.manual_seed(seed + 1);
             using var judge = new JudgeClassifier();
             var r = DigitsTrainer.TrainClassifier(judge, data, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
             stderr.WriteLine();
@@ -106,17 +137,29 @@ public static class TrainCommand
         }
         if (only.Contains("prior"))
         {
+            torch.manual_seed(seed + 2);
             using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
             var cfg = DigitsModels.PriorConfig;
-            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr} (warm-up), grad clip 1, EMA";
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
-            var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,
+            var options = new PriorTrainingOptions
+            {
+                Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
+                StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
+            };
+            if (!resume && File.Exists(options.StatePath))
+                throw new UsageException($"'{options.StatePath}' holds an earlier prior training run: pass --resume to continue it, or use another --out.");
+            if (resume && File.Exists(options.StatePath))
+                stderr.WriteLine($"Resuming the prior from step {DigitsPriorTrainer.StateStep(options.StatePath)} of {options.StatePath}.");
+            var r = DigitsPriorTrainer.Train(inner.Network, s2d, options, description,
                 checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
-                checkpointEvery: 50, progress: reporter, ct: ct);
+                progress: reporter, ct: ct);
             stderr.WriteLine();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
+            if (evalSamples > 0)
+                CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, stderr, ct), ct);
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
         }
 
@@ -140,6 +183,44 @@ public static class TrainCommand
         CliImages.WriteText(mdPath, md.ToString(), ct);
         stdout.WriteLine($"Wrote {outDir} ({mdPath}) in {total.Elapsed.TotalMinutes:F1} min.");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Judges unguided samples of a prior (the file, or the embedded one when null), with and without x0 clipping.</summary>
+    private static string EvaluatePrior(string? priorFile, string label, MnistData.Split data, int samples, int steps, TextWriter stderr, CancellationToken ct)
+    {
+        using var judge = DigitsModels.LoadJudge();
+        var (held, _) = DigitsModels.LoadHeldOut();
+        using var heldImages = held;
+        using var prior = priorFile is null ? DigitsModels.LoadPrior() : DigitsModels.LoadPrior(priorFile);
+        var ci = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(string.Create(ci, $"# Unguided samples of {label}"));
+        md.AppendLine();
+        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps (FreeDoM eta step, eta 0.5; the demo's sampler), judged by the embedded judge; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
+        md.AppendLine();
+        md.AppendLine("| sampling | judge confidence >= 0.9 | largest class share deviation from 10 % | judge-feature Frechet distance | s/image | class shares 0..9 |");
+        md.AppendLine("|---|---|---|---|---|---|");
+        void Row(string name, PriorQuality q) => md.AppendLine(string.Create(ci,
+            $"| {name} | {q.ConfidentFraction:P1} | {q.MaxShareDeviation * 100:F1} pp | {q.FrechetDistance:F2} | {q.SecondsPerImage:F3} | {string.Join(" ", q.ClassShares.Select(s => (s * 100).ToString("F1", ci)))} |"));
+        var options = new PriorEvaluationOptions { Samples = samples, Steps = steps };
+        foreach (bool clip in new[] { true, false })
+        {
+            stderr.WriteLine($"Judging {samples} unguided samples of {label} ({(clip ? "x0 clipped" : "unclipped")}) ...");
+            var clipped = new X0ClippingDenoiser(prior); // not disposed: it would dispose the prior it wraps
+            var q = DigitsPriorEvaluation.Evaluate(clip ? clipped : prior, judge, heldImages, options, null, ct);
+            Row(clip ? "x0 clipped" : "unclipped", q);
+        }
+        // Real digits through the same measurement: what a perfect prior would score.
+        using (var scope = torch.NewDisposeScope())
+        {
+            using var gen = new Generator(0);
+            long count = Math.Min(samples, data.TrainImages.shape[0]);
+            var idx = torch.randperm(data.TrainImages.shape[0], generator: gen)[..(int)count];
+            Row("real training digits (reference)", DigitsPriorEvaluation.Score(data.TrainImages.index_select(0, idx), judge, heldImages));
+        }
+        string text = md.ToString();
+        stderr.Write(text);
+        return text;
     }
 
     private static Dictionary<string, string> Meta(string network, long seed, string sha) => new()
