@@ -229,11 +229,15 @@ public sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
     public void Report(T value) => action(value);
 }
 
-/// <summary>A one-line text progress bar on stderr.</summary>
-public sealed class TextProgressBar(TextWriter? writer, int total)
+/// <summary>
+/// A progress bar (<c>[####......] 12/100 zmagic eta 30s</c>) on a <see cref="StatusLine"/>: redrawn in place on a
+/// terminal, whole lines now and then (no <c>\r</c>) when stderr is a file or pipe.
+/// </summary>
+public sealed class TextProgressBar(TextWriter? writer, int total, bool? interactive = null)
 {
     private int _done;
     private readonly Stopwatch _sw = Stopwatch.StartNew();
+    private readonly StatusLine _line = new(writer, interactive);
 
     /// <summary>One step done.</summary>
     public void Advance(string label)
@@ -245,9 +249,10 @@ public sealed class TextProgressBar(TextWriter? writer, int total)
         int all = Math.Max(total, _done);
         int filled = Math.Clamp((int)Math.Round(width * (double)_done / all), 0, width);
         double eta = _sw.Elapsed.TotalSeconds / _done * (all - _done);
-        writer.Write(string.Create(CultureInfo.InvariantCulture, $"\r[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s   "));
+        _line.Update(string.Create(CultureInfo.InvariantCulture, $"[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s"),
+            (double)_done / all);
     }
 
     /// <summary>Ends the line.</summary>
-    public void Done() => writer?.WriteLine();
+    public void Done() => _line.End();
 }
