@@ -48,6 +48,8 @@ public static class TrainCommand
         public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 32, 1, 4096, "B"));
         public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (constant)", 1e-3, "LR"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.995, "D"));
+        public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
+            "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
         public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 100, 1, 10_000_000, "N"));
         public readonly Option<int> CheckpointEvery = c.Declare(CliOptions.Int("--checkpoint-every",
             "write prior.safetensors (EMA) and the training state every N steps", 50, 1, 10_000_000, "N"));
@@ -85,6 +87,7 @@ public static class TrainCommand
         double priorLr = p.GetValue(o.PriorLr);
         double priorEma = p.GetValue(o.PriorEma);
         int priorWarmup = p.GetValue(o.PriorWarmup);
+        var prediction = p.GetValue(o.PriorPrediction) == "v" ? PredictionType.VPrediction : PredictionType.Epsilon;
         int checkpointEvery = p.GetValue(o.CheckpointEvery);
         bool resume = p.GetValue(o.Resume);
         int evalSamples = p.GetValue(o.EvalSamples);
@@ -162,23 +165,25 @@ public static class TrainCommand
             torch.manual_seed(seed + 2);
             using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
             var cfg = DigitsModels.PriorConfig;
-            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}";
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var options = new PriorTrainingOptions
             {
                 Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
                 StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
+                Prediction = prediction,
             };
+            var priorMeta = new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = prediction == PredictionType.VPrediction ? "v" : "epsilon" };
             if (!resume && File.Exists(options.StatePath))
                 throw new UsageException($"'{options.StatePath}' holds an earlier prior training run: pass --resume to continue it, or use another --out.");
             if (resume && File.Exists(options.StatePath))
                 stderr.WriteLine($"Resuming the prior from step {DigitsPriorTrainer.StateStep(options.StatePath)} of {options.StatePath}.");
             var r = DigitsPriorTrainer.Train(inner.Network, s2d, options, description,
-                checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
+                checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha, priorMeta)),
                 progress: reporter, ct: ct);
             status.End();
-            DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
+            DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha, priorMeta));
             if (evalSamples > 0)
                 CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, stderr, ct), ct);
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
@@ -245,13 +250,18 @@ public static class TrainCommand
         return text;
     }
 
-    private static Dictionary<string, string> Meta(string network, long seed, string sha) => new()
+    private static Dictionary<string, string> Meta(string network, long seed, string sha, IReadOnlyDictionary<string, string>? extra = null)
     {
-        ["network"] = network,
-        ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
-        ["data"] = $"npm {MnistData.PackageSpec} sha256 {sha}",
-        ["trained_by"] = "zmagic train digits",
-    };
+        var meta = new Dictionary<string, string>
+        {
+            ["network"] = network,
+            ["seed"] = seed.ToString(CultureInfo.InvariantCulture),
+            ["data"] = $"npm {MnistData.PackageSpec} sha256 {sha}",
+            ["trained_by"] = "zmagic train digits",
+        };
+        foreach (var (k, v) in extra ?? new Dictionary<string, string>()) meta[k] = v;
+        return meta;
+    }
 
     /// <summary>An IProgress that reports synchronously on the caller's thread.</summary>
     private sealed class SyncProgress(Action<TrainingProgress> action) : IProgress<TrainingProgress>

@@ -1,3 +1,4 @@
+using ZMagic.Core.Diffusion;
 using TorchSharp;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
@@ -33,6 +34,26 @@ public static class DigitsModels
         ResampWithConv = true,
     };
 
+    /// <summary>What the embedded prior's network predicts.</summary>
+    public const PredictionType EmbeddedPriorOutput = PredictionType.VPrediction;
+
+    /// <summary>Metadata key of a prior file that says what its network predicts ("epsilon" or "v"; absent: epsilon).</summary>
+    public const string PredictionMetadataKey = "prediction";
+
+    /// <summary>What the network in a prior file predicts, from its metadata (null: no file or no entry).</summary>
+    /// <exception cref="Core.IO.CheckpointFormatException">The entry is neither "epsilon" nor "v".</exception>
+    public static PredictionType? PriorOutputOf(string? path)
+    {
+        if (path is null || !File.Exists(path)) return null;
+        return Core.IO.SafeTensors.ReadMetadata(path).GetValueOrDefault(PredictionMetadataKey) switch
+        {
+            null => null,
+            "epsilon" => PredictionType.Epsilon,
+            "v" => PredictionType.VPrediction,
+            var other => throw new Core.IO.CheckpointFormatException(path, $"metadata '{PredictionMetadataKey}' must be 'epsilon' or 'v'; got '{other}'."),
+        };
+    }
+
     /// <summary>The embedded prior as a 1-channel 32x32 denoiser (float32, CPU, eval mode).</summary>
     public static DigitsDenoiser LoadPrior() => LoadPrior(null);
 
@@ -43,12 +64,19 @@ public static class DigitsModels
         var inner = new DdpmDenoiser(PriorConfig);
         try
         {
+            PredictionType output;
             if (path is null)
+            {
                 inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), "embedded:" + DigitsWeights.PriorResource);
+                output = PriorOutputOf(DigitsWeights.EmbeddedOverridePath(DigitsWeights.PriorResource)) ?? EmbeddedPriorOutput;
+            }
             else
+            {
                 inner.LoadStateDict(Core.IO.SafeTensors.Load(path), path);
+                output = PriorOutputOf(path) ?? PredictionType.Epsilon;
+            }
             Freeze(inner.Module);
-            return new DigitsDenoiser(inner);
+            return new DigitsDenoiser(inner, output);
         }
         catch
         {

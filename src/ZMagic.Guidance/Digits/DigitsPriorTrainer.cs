@@ -46,6 +46,12 @@ public sealed record PriorTrainingOptions
     /// <summary>Continue from <see cref="StatePath"/> when it exists (its settings must match these).</summary>
     public bool Resume { get; init; }
 
+    /// <summary>
+    /// What the network learns to predict: <see cref="PredictionType.Epsilon"/> (Ho et al.) or
+    /// <see cref="PredictionType.VPrediction"/> (v = sqrt(abar) eps - sqrt(1 - abar) x0, Salimans and Ho 2022).
+    /// </summary>
+    public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
+
     /// <summary>Steps between checkpoints (state file and the <c>checkpoint</c> callback); 0: none.</summary>
     public int CheckpointEvery { get; init; }
 
@@ -59,12 +65,13 @@ public sealed record PriorTrainingOptions
         if (!(EmaDecay >= 0 && EmaDecay < 1)) throw new ArgumentException($"EmaDecay must be in [0, 1); got {EmaDecay}.");
         if (CheckpointEvery < 0) throw new ArgumentException($"CheckpointEvery must be 0 or more; got {CheckpointEvery}.");
         if (Resume && StatePath is null) throw new ArgumentException("Resume needs a StatePath.");
+        if (Prediction is not (PredictionType.Epsilon or PredictionType.VPrediction)) throw new ArgumentException($"Prediction must be Epsilon or VPrediction; got {Prediction}.");
     }
 }
 
 /// <summary>
-/// Trains the digits DDPM prior with the standard epsilon loss (Ho et al.): linear betas 1e-4..0.02 over 1000 steps,
-/// uniform timesteps, MSE between the added and predicted noise; Adam with warm-up, gradient clipping and an EMA of
+/// Trains the digits DDPM prior: linear betas 1e-4..0.02 over 1000 steps, uniform timesteps, MSE between the
+/// network's output and the added noise (epsilon, Ho et al.) or v (Salimans and Ho); Adam with warm-up, gradient clipping and an EMA of
 /// the weights (what is saved). Resumable: the state file holds everything the next step depends on, so a run
 /// stopped at step N and resumed gives the same weights as one that never stopped (same machine and thread count).
 /// </summary>
@@ -124,7 +131,10 @@ public static class DigitsPriorTrainer
                 var xt = sqrtAb.index_select(0, t).view(-1, 1, 1, 1) * x0 + sqrt1mAb.index_select(0, t).view(-1, 1, 1, 1) * noise;
                 foreach (var g in opt.ParamGroups) g.LearningRate = options.LearningRate * Math.Min(1.0, (double)step / options.WarmupSteps);
                 opt.zero_grad();
-                var loss = nn.functional.mse_loss(model.forward(xt, t.to(ScalarType.Float32)), noise);
+                var target = options.Prediction == PredictionType.VPrediction
+                    ? sqrtAb.index_select(0, t).view(-1, 1, 1, 1) * noise - sqrt1mAb.index_select(0, t).view(-1, 1, 1, 1) * x0
+                    : noise;
+                var loss = nn.functional.mse_loss(model.forward(xt, t.to(ScalarType.Float32)), target);
                 loss.backward();
                 nn.utils.clip_grad_norm_(parameters, 1.0);
                 opt.step();
@@ -173,6 +183,7 @@ public static class DigitsPriorTrainer
         ["warmup"] = o.WarmupSteps.ToString(CultureInfo.InvariantCulture),
         ["ema_decay"] = o.EmaDecay.ToString("R", CultureInfo.InvariantCulture),
         ["network"] = description,
+        ["prediction"] = o.Prediction == PredictionType.VPrediction ? "v" : "epsilon",
         ["parameters"] = parameterCount.ToString(CultureInfo.InvariantCulture),
     };
 

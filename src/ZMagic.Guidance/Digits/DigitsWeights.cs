@@ -96,6 +96,10 @@ public static class DigitsWeights
     /// </summary>
     public const string OverrideVariable = "ZMAGIC_DIGITS_ASSETS";
 
+    /// <summary>The file that replaces an embedded asset (see <see cref="OverrideVariable"/>), or null.</summary>
+    public static string? EmbeddedOverridePath(string name) =>
+        Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } dir && File.Exists(Path.Combine(dir, name)) ? Path.Combine(dir, name) : null;
+
     /// <summary>Reads an embedded safetensors asset (or its override, see <see cref="OverrideVariable"/>).</summary>
     public static Dictionary<string, Tensor> LoadEmbedded(string name)
     {

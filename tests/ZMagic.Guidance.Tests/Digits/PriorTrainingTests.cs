@@ -1,4 +1,5 @@
 using TorchSharp;
+using ZMagic.Core.Diffusion;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
@@ -140,5 +141,70 @@ public sealed class PriorTrainingTests : IDisposable
         Assert.Equal(1.0, q.ClassShares.Sum(), 9);
         Assert.True(double.IsFinite(q.FrechetDistance));
         Assert.Throws<ArgumentException>(() => DigitsPriorEvaluation.Evaluate(prior, judge, images, new PriorEvaluationOptions { Samples = 1 }));
+    }
+
+    /// <summary>A 16-channel 8x8 network that returns a fixed tensor, to check what the wrapper makes of it.</summary>
+    private sealed class FixedOutput(Tensor output) : IDenoiser
+    {
+        public NoiseSchedule Schedule { get; } = NoiseSchedule.Linear(1000);
+        public PredictionType Prediction => PredictionType.Epsilon;
+        public int Channels => 16;
+        public int SampleSize => 8;
+        public bool LearnedSigma => false;
+        public Tensor Forward(Tensor x, Tensor t) => output.expand(x.shape);
+    }
+
+    [Fact]
+    public void A_v_network_is_turned_into_epsilon_per_item()
+    {
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(5);
+        var x0 = torch.rand(new long[] { 3, 1, 32, 32 }, generator: gen) * 2 - 1;
+        var eps = torch.randn(new long[] { 3, 1, 32, 32 }, generator: gen);
+        var schedule = NoiseSchedule.Linear(1000);
+        int[] ts = { 0, 500, 999 };
+        var ab = torch.tensor(ts.Select(t => schedule.AlphaBar(t)).ToArray(), ScalarType.Float32).view(-1, 1, 1, 1);
+        var xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps;
+        var v = ab.sqrt() * eps - (1 - ab).sqrt() * x0;
+        // An oracle v network: the wrapper must give back the true noise at every item's own timestep.
+        using var wrapper = new DigitsDenoiser(new FixedOutput(DigitsDenoiser.SpaceToDepth(v)), PredictionType.VPrediction);
+        var got = wrapper.Forward(xt, torch.tensor(ts.Select(t => (float)t).ToArray()));
+        Assert.True((got - eps).abs().max().item<float>() < 1e-4, "eps recovered from v");
+        Assert.Equal(PredictionType.Epsilon, wrapper.Prediction);
+        Assert.Throws<ArgumentException>(() => new DigitsDenoiser(new FixedOutput(v), PredictionType.Sample));
+    }
+
+    [Fact]
+    public void A_prior_file_says_what_its_network_predicts()
+    {
+        Directory.CreateDirectory(_dir);
+        using var d = new DdpmDenoiser(DigitsModels.PriorConfig);
+        string v = Path.Combine(_dir, "v.safetensors"), e = Path.Combine(_dir, "e.safetensors"), bad = Path.Combine(_dir, "bad.safetensors");
+        DigitsWeights.SaveHalf(d.Network, v, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "v" });
+        DigitsWeights.SaveHalf(d.Network, e);
+        DigitsWeights.SaveHalf(d.Network, bad, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "x0" });
+        using (var p = DigitsModels.LoadPrior(v)) Assert.Equal(PredictionType.VPrediction, p.NetworkOutput);
+        using (var p = DigitsModels.LoadPrior(e)) Assert.Equal(PredictionType.Epsilon, p.NetworkOutput);
+        var ex = Assert.Throws<ZMagic.Core.IO.CheckpointFormatException>(() => DigitsModels.LoadPrior(bad));
+        Assert.Contains("x0", ex.Message, StringComparison.Ordinal);
+        using (var p = DigitsModels.LoadPrior()) Assert.Equal(DigitsModels.EmbeddedPriorOutput, p.NetworkOutput);
+    }
+
+    [Fact]
+    public void Training_on_v_changes_the_target_and_is_recorded_in_the_state()
+    {
+        var data = SyntheticData();
+        using var a = new DdpmDenoiser(Tiny);
+        using var b = CopyOf(a);
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 2, Batch = 4, WarmupSteps = 1 };
+        DigitsPriorTrainer.Train(a.Network, data, options, "tiny");
+        string state = Path.Combine(_dir, "v.state");
+        DigitsPriorTrainer.Train(b.Network, data, options with { Prediction = PredictionType.VPrediction, StatePath = state }, "tiny");
+        var wa = Weights(a.Network);
+        Assert.Contains(Weights(b.Network), kv => !kv.Value.eq(wa[kv.Key]).all().item<bool>());
+        Assert.Equal("v", ZMagic.Core.IO.SafeTensors.ReadMetadata(state)["prediction"]);
+        var e = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(b.Network, data, options with { Steps = 3, StatePath = state, Resume = true }, "tiny"));
+        Assert.Contains("prediction", e.Message, StringComparison.Ordinal);
     }
 }
