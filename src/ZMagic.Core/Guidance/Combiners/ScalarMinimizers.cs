@@ -1,11 +1,5 @@
 namespace ZMagic.Core.Guidance;
 
-/// <summary>Result of a bounded scalar minimisation.</summary>
-/// <param name="X">The minimiser.</param>
-/// <param name="Fun">The objective there.</param>
-/// <param name="Evaluations">Objective evaluations used.</param>
-public readonly record struct ScalarMinimum(double X, double Fun, int Evaluations);
-
 /// <summary>One-dimensional minimisers used by the two-task CAGrad dual.</summary>
 public static class ScalarMinimizers
 {
