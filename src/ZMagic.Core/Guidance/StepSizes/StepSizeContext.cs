@@ -17,4 +17,12 @@ namespace ZMagic.Core.Guidance;
 /// <see cref="IStepSizeRule.UsesGradient"/> is false may receive an empty tensor here (the strategy then never
 /// computes per-condition gradients just for the rule).
 /// </param>
-public readonly record struct StepSizeContext(int T, int Next, double AlphaBar, double AlphaBarNext, Tensor Epsilon, Tensor Gradient);
+public readonly record struct StepSizeContext(int T, int Next, double AlphaBar, double AlphaBarNext, Tensor Epsilon, Tensor Gradient)
+{
+    /// <summary>
+    /// The classifier-free guidance correction <c>s (out_c - out_u)</c> of the denoiser's call at x_t (detached, shaped
+    /// like <see cref="Epsilon"/>), when the denoiser is an <see cref="Diffusion.IClassifierFreeDenoiser"/>; null
+    /// otherwise. It belongs to the same call as <see cref="Epsilon"/>, whatever calls the strategy made since.
+    /// </summary>
+    public Tensor? CfgCorrection { get; init; }
+}

@@ -17,8 +17,8 @@ public static class StepSizeRules
     }
 
     /// <summary>
-    /// <paramref name="rule"/>'s <see cref="IStepSizeRule.StepSize"/> on each item's slices ([1, ...]; an empty gradient
-    /// stays empty). With one item the context is passed on unchanged.
+    /// <paramref name="rule"/>'s <see cref="IStepSizeRule.StepSize"/> on each item's slices ([1, ...] of the epsilon,
+    /// the gradient and the CFG correction; an empty gradient stays empty). With one item the context is passed on unchanged.
     /// </summary>
     public static double[] PerItem(IStepSizeRule rule, in StepSizeContext context)
     {
@@ -34,6 +34,7 @@ public static class StepSizeRules
             {
                 Epsilon = context.Epsilon.narrow(0, i, 1),
                 Gradient = hasGradient ? context.Gradient.narrow(0, i, 1) : context.Gradient,
+                CfgCorrection = context.CfgCorrection?.narrow(0, i, 1),
             };
             r[i] = rule.StepSize(item);
         }

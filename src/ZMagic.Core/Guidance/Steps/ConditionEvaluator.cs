@@ -85,7 +85,8 @@ internal sealed class ConditionEvaluator
     {
         var name = Name(k);
         var g = gradient ?? torch.empty(0, at.Eps.dtype, at.Eps.device);
-        double[] rho = _s.Conditions[k].Schedule.StepSize.StepSizes(new StepSizeContext(T, _s.Timesteps.Next, _s.AlphaBar, _s.AlphaBarNext, at.Eps, g));
+        var context = new StepSizeContext(T, _s.Timesteps.Next, _s.AlphaBar, _s.AlphaBarNext, at.Eps, g) { CfgCorrection = at.CfgCorrection };
+        double[] rho = _s.Conditions[k].Schedule.StepSize.StepSizes(context);
         long b = at.Eps.shape[0];
         if (rho is null || rho.Length != b)
             throw new GuidanceException($"The step-size rule of condition '{name}' returned {(rho is null ? "null" : rho.Length + " values")} for a batch of {b} at timestep {T}; expected one per item.", name, T);

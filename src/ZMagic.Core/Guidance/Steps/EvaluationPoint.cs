@@ -10,10 +10,11 @@ namespace ZMagic.Core.Guidance;
 /// </summary>
 internal sealed class EvaluationPoint
 {
-    private EvaluationPoint(Tensor leaf, Tensor eps, double alphaBar, int copies, bool isProposal, bool throughDenoiser)
+    private EvaluationPoint(Tensor leaf, Tensor eps, Tensor? cfgCorrection, double alphaBar, int copies, bool isProposal, bool throughDenoiser)
     {
         Leaf = leaf;
         Eps = eps;
+        CfgCorrection = cfgCorrection;
         X0 = Tweedie.X0(leaf, eps, alphaBar);
         Copies = copies;
         Batch = leaf.shape[0] / copies;
@@ -23,6 +24,9 @@ internal sealed class EvaluationPoint
 
     public Tensor Leaf { get; }
     public Tensor Eps { get; }
+
+    /// <summary>The CFG correction of the forward at this point (null without a classifier-free denoiser or a forward).</summary>
+    public Tensor? CfgCorrection { get; }
     public Tensor X0 { get; }
     public int Copies { get; }
     public long Batch { get; }
@@ -42,17 +46,18 @@ internal sealed class EvaluationPoint
     private static EvaluationPoint At(StepParts parts, Tensor sample, int copies, Tensor? reuseEps, bool isProposal)
     {
         var leaf = copies > 1 ? PerItem.Replicate(sample, copies) : sample.detach().requires_grad_(true);
-        var eps = reuseEps ?? parts.Denoiser.Forward(leaf, copies);
-        return new EvaluationPoint(leaf, eps, parts.Step.AlphaBar, copies, isProposal, throughDenoiser: reuseEps is null);
+        Tensor? cfgCorrection = null;
+        var eps = reuseEps ?? parts.Denoiser.Forward(leaf, copies, out cfgCorrection);
+        return new EvaluationPoint(leaf, eps, cfgCorrection, parts.Step.AlphaBar, copies, isProposal, throughDenoiser: reuseEps is null);
     }
 
     /// <summary>Copy <paramref name="j"/> of a tensor shaped like the leaf (the whole tensor when not replicated).</summary>
     public Tensor Copy(Tensor t, int j) => Copies > 1 ? PerItem.Chunk(t, j, Batch) : t;
 
-    /// <summary>The detached estimate of copy 0 (x_t's eps and x0), passed to the probe as "eps" and "x0".</summary>
+    /// <summary>The detached estimate of copy 0 (x_t's eps, x0 and CFG correction); eps and x0 go to the probe.</summary>
     public XtEstimate Estimate(StepRecorder recorder)
     {
-        var at = new XtEstimate(Copy(Eps, 0).detach(), Copy(X0, 0).detach());
+        var at = new XtEstimate(Copy(Eps, 0).detach(), Copy(X0, 0).detach(), CfgCorrection is null ? null : Copy(CfgCorrection, 0).detach());
         recorder.Inspect("eps", at.Eps);
         recorder.Inspect("x0", at.X0);
         return at;

@@ -11,11 +11,17 @@ namespace ZMagic.Core.Guidance;
 internal sealed class TimedDenoiser(GuidedStep step, StepRecorder recorder)
 {
     /// <summary>eps(x, t) of a sample [B, ...] or of one replicated <paramref name="copies"/> times ([copies * B, ...]).</summary>
-    public Tensor Forward(Tensor x, int copies = 1)
+    public Tensor Forward(Tensor x, int copies = 1) => Forward(x, copies, out _);
+
+    /// <summary>
+    /// eps(x, t), and the CFG correction of this call when the denoiser is an <see cref="IClassifierFreeDenoiser"/>
+    /// (else null).
+    /// </summary>
+    public Tensor Forward(Tensor x, int copies, out Tensor? cfgCorrection)
     {
         var t = copies == 1 ? step.TimestepTensor : step.TimestepTensor.repeat(copies);
         var sw = Stopwatch.StartNew();
-        var eps = step.Denoiser.PredictEpsilon(x, t, step.AlphaBar);
+        var eps = step.Denoiser.PredictEpsilon(x, t, step.AlphaBar, out cfgCorrection);
         recorder.Forward(sw.Elapsed.TotalMilliseconds, x.shape[0]);
         if (!eps.shape.SequenceEqual(x.shape))
             throw new GuidanceException($"The denoiser returned eps of shape [{string.Join(", ", eps.shape)}] for a sample of shape [{string.Join(", ", x.shape)}].", null, step.Timesteps.T);
