@@ -41,7 +41,7 @@ public static class SdMemoryProbe
         using var uncond = torch.randn(1, 77, 768);
         var denoiser = new ClassifierFreeDenoiser(unet, scheduler.Schedule, PredictionType.Epsilon, cond, uncond, 7.5);
         var cache = new VaeDecodeCache(vae);
-        var condition = new DecodedImageCondition(new MeanColourEnergy(), cache, new GuidanceSchedule(new CfgRelativeStepSize(denoiser, 0.2)));
+        var condition = new DecodedImageCondition(new MeanColourEnergy(), cache, new GuidanceSchedule(new CfgRelativeStepSize(0.2)));
         double setupS = sw.Elapsed.TotalSeconds;
         long before = PeakRssKiB();
 

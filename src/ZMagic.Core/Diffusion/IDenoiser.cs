@@ -60,14 +60,21 @@ public static class DenoiserExtensions
     /// <param name="alphaBar">abar_t of those timesteps (one scalar; all items share t), in (0, 1).</param>
     /// <exception cref="InvalidOperationException">The network's output does not have the input's shape (with
     /// 2 x <see cref="IDenoiser.Channels"/> channels when <see cref="IDenoiser.LearnedSigma"/>).</exception>
-    public static Tensor PredictEpsilon(this IDenoiser denoiser, Tensor x, Tensor t, double alphaBar)
+    public static Tensor PredictEpsilon(this IDenoiser denoiser, Tensor x, Tensor t, double alphaBar) => PredictEpsilon(denoiser, x, t, alphaBar, out _);
+
+    /// <summary>
+    /// <see cref="PredictEpsilon(IDenoiser, Tensor, Tensor, double)"/>, and the CFG correction of the call when the
+    /// denoiser is an <see cref="IClassifierFreeDenoiser"/> (else null).
+    /// </summary>
+    internal static Tensor PredictEpsilon(this IDenoiser denoiser, Tensor x, Tensor t, double alphaBar, out Tensor? cfgCorrection)
     {
         ArgumentNullException.ThrowIfNull(denoiser);
         ArgumentNullException.ThrowIfNull(x);
         ArgumentNullException.ThrowIfNull(t);
         if (!(alphaBar > 0 && alphaBar < 1))
             throw new ArgumentOutOfRangeException(nameof(alphaBar), alphaBar, "abar_t of a noisy sample must be in (0, 1).");
-        var output = denoiser.Forward(x, t);
+        cfgCorrection = null;
+        var output = denoiser is IClassifierFreeDenoiser cfg ? cfg.Forward(x, t, out cfgCorrection) : denoiser.Forward(x, t);
         CheckOutputShape(denoiser, x, output);
         if (denoiser.LearnedSigma) output = output.narrow(1, 0, denoiser.Channels);
         return denoiser.Prediction switch

@@ -1,30 +1,7 @@
 using TorchSharp;
-using ZMagic.Core.Diffusion;
 using static TorchSharp.torch;
 
 namespace ZMagic.Core.Guidance;
-
-/// <summary>Options of <see cref="VanillaStrategy"/>.</summary>
-public sealed record VanillaOptions
-{
-    /// <summary>
-    /// Always compute each condition's gradient with its own backward pass (K backwards), so that the trace carries
-    /// per-condition gradient norms and the pairwise cosines (the paper's Fig. 1). When false (default), a step whose
-    /// combiner is the plain sum (<see cref="IGradientCombiner.IsLinear"/>) and whose step-size rules ignore the gradient takes ONE backward pass of
-    /// <c>sum_k rho_k E_k</c> for all conditions together, as FreeDoM does; otherwise per-condition backwards are used.
-    /// </summary>
-    public bool PerConditionGradients { get; init; }
-
-    /// <summary>
-    /// When per-condition gradients are needed (a conflict combiner such as CAGrad, gradient-based step sizes, or
-    /// <see cref="PerConditionGradients"/>), take them from ONE denoiser forward of x_t replicated K times along the
-    /// batch dimension ([K*B, ...]; condition k is evaluated on copy k) and ONE backward pass, instead of one forward
-    /// and K backwards. The results equal the unbatched path within float tolerance. Pays where a call's fixed cost
-    /// dominates (GPUs at batch 1); on a CPU a batch-K pass costs about K passes (measured slower even on the 32x32 net), and the memory of the graph
-    /// grows K-fold. Off by default; ignored when the fused single backward applies.
-    /// </summary>
-    public bool BatchConditionGradients { get; init; }
-}
 
 /// <summary>
 /// Independent guidance (FreeDoM, TFG): every condition's energy is evaluated on the same Tweedie estimate
@@ -52,103 +29,42 @@ public sealed class VanillaStrategy : IGuidanceStrategy
     public Tensor Step(GuidedStep step)
     {
         ArgumentNullException.ThrowIfNull(step);
-        var kit = new StepKit(step);
-        var active = kit.Active();
-        if (active.Count == 0) return kit.Unguided();
-
+        var parts = new StepParts(step);
+        var active = parts.Conditions.Active;
+        if (active.Count == 0) return parts.Unguided();
         using var grad = torch.enable_grad();
-        bool fusable = !Options.PerConditionGradients && step.Combiner.IsLinear && active.All(kit.GradientFreeStepSize);
-        // Batched: condition active[i] is evaluated on copy i of x_t replicated along the batch dimension.
-        int copies = Options.BatchConditionGradients && !fusable && active.Count >= 2 ? active.Count : 1;
-        long batch = step.X.shape[0];
-        var x = copies > 1 ? StepKit.Replicate(step.X, copies) : step.X.detach().requires_grad_(true);
-        var eps = copies > 1 ? kit.ForwardReplicated(x, copies) : kit.Forward(x);
-        var x0 = Tweedie.X0(x, eps, step.AlphaBar);
-        var epsD = (copies > 1 ? StepKit.Chunk(eps, 0, batch) : eps).detach();
-        var x0D = (copies > 1 ? StepKit.Chunk(x0, 0, batch) : x0).detach();
-        kit.Inspect("eps", epsD);
-        kit.Inspect("x0", x0D);
 
-        var energies = new Dictionary<int, Tensor>();
-        for (int i = 0; i < active.Count; i++)
+        // 1. The pass plan, chosen once: fused (one backward of sum_k rho_k E_k, as FreeDoM), batched (x_t replicated
+        //    once per condition, condition k on copy k) or one backward per condition.
+        var plan = PassPlans.Choose(active, parts, Options.PerConditionGradients, Options.BatchConditionGradients, fuseFrom: 1);
+
+        // 2. eps(x_t) and x0(x_t) in one graph, every active condition's energy E_k(x0(x_t)), and the base step S(x_t).
+        var xt = EvaluationPoint.AtXt(parts, plan == PassPlan.Batched ? active.Count : 1);
+        var at = xt.Estimate(parts.Recorder);
+        var energies = xt.Energies(parts, active);
+        var evaluated = active.Where(energies.ContainsKey).ToList();
+        var baseStep = step.Sampler.Step(step.X, at.X0, at.Eps, step.AlphaBar, step.AlphaBarNext, step.Noise);
+        parts.Recorder.Inspect("base", baseStep);
+        if (evaluated.Count == 0) return baseStep;
+
+        // 3. The tasks rho_k g_k, g_k = grad_{x_t} E_k, by the plan (a non-finite fused gradient is retried per condition).
+        var tasks = new TaskList();
+        if (plan == PassPlan.Batched) BatchedPass.Run(parts, at, active, xt, energies, pullBack: null, tasks);
+        var perCondition = plan switch
         {
-            step.CancellationToken.ThrowIfCancellationRequested();
-            int k = active[i];
-            var e = kit.Energy(k, copies > 1 ? StepKit.Chunk(x0, i, batch) : x0);
-            kit.RecordEnergy(k, e);
-            if (kit.CheckFinite(k, e.detach(), "energy")) energies[k] = e;
-        }
+            PassPlan.Fused => FusedPass.Run(parts, at, evaluated, xt, energies, pullBack: null, tasks),
+            PassPlan.PerCondition => evaluated,
+            _ => null,
+        };
+        if (perCondition is not null) PerConditionPass.Run(parts, at, perCondition, _ => xt, shared: true, energies, pullBack: null, tasks);
 
-        var baseStep = step.Sampler.Step(step.X, x0D, epsD, step.AlphaBar, step.AlphaBarNext, step.Noise);
-        kit.Inspect("base", baseStep);
-        if (energies.Count == 0) return baseStep;
-
-        var remaining = energies.Keys.ToList();
-        bool fused = copies == 1
-                     && !Options.PerConditionGradients
-                     && step.Combiner.IsLinear
-                     && remaining.All(kit.GradientFreeStepSize);
-        Tensor update;
-        if (fused)
-        {
-            var rhos = remaining.ToDictionary(k => k, k => kit.StepSize(k, epsD, null));
-            remaining = remaining.Where(k => !kit.Traces[k].Skipped).ToList();
-            if (remaining.Count == 0) return baseStep;
-            // Per-item step sizes: item i's gradient of sum_i rho_ki E_ki is rho_ki g_ki (items share no graph).
-            Tensor total = StepKit.WeightedEnergy(energies[remaining[0]], rhos[remaining[0]]);
-            foreach (var k in remaining.Skip(1)) total = total + StepKit.WeightedEnergy(energies[k], rhos[k]);
-            // The graph is kept so that a non-finite sum can be traced back to its condition below.
-            var g = kit.Backward(total, x, retainGraph: true, what: "guidance gradient");
-            if (torch.isfinite(g).all().item<bool>())
-            {
-                kit.Inspect("grad_sum", g);
-                if (remaining.Count == 1) kit.RecordFusedNorm(remaining[0], g, rhos[remaining[0]]);
-                update = g;
-                kit.Inspect("update", update);
-                var fusedNext = baseStep - update;
-                kit.Inspect("next", fusedNext);
-                return fusedNext;
-            }
-        }
-
-        // Batched: one backward of sum_k E_k(copy k) gives every g_k (copy k of the gradient; the copies share no graph).
-        Tensor? batchedGrad = null;
-        if (copies > 1)
-        {
-            Tensor total = energies[remaining[0]].sum();
-            foreach (var k in remaining.Skip(1)) total = total + energies[k].sum();
-            batchedGrad = kit.Backward(total, x, retainGraph: false, what: "batched per-condition gradients");
-        }
-
-        // Per-condition gradients (K backwards through the retained graph).
-        var tasks = new List<Tensor>();
-        var gradients = new List<Tensor>();
-        var used = new List<int>();
-        for (int i = 0; i < remaining.Count; i++)
-        {
-            step.CancellationToken.ThrowIfCancellationRequested();
-            int k = remaining[i];
-            var name = step.Conditions[k].Name;
-            var g = batchedGrad is not null
-                ? StepKit.Chunk(batchedGrad, active.IndexOf(k), batch)
-                : kit.Backward(energies[k].sum(), x, retainGraph: i + 1 < remaining.Count, what: $"gradient of '{name}'");
-            if (!kit.CheckFinite(k, g, "gradient")) continue;
-            kit.RecordNorm(k, g);
-            var rho = kit.StepSize(k, epsD, g);
-            if (kit.Traces[k].Skipped) continue;
-            kit.Inspect("g/" + name, g);
-            var task = StepKit.Times(g, rho);
-            kit.Inspect("task/" + name, task);
-            tasks.Add(task);
-            gradients.Add(g);
-            used.Add(k);
-        }
-        if (tasks.Count == 0) return baseStep;
-        kit.RecordCosines(used, gradients);
-        update = kit.Combine(tasks);
-        kit.Inspect("update", update);
+        // 4. x_t' = S(x_t) - combiner({rho_k g_k}); the fused backward is their sum already.
+        if (tasks.All.Count == 0) return baseStep;
+        if (tasks.Fused is null) parts.Recorder.Cosines(tasks);
+        var update = tasks.Fused ?? parts.Combiner.Combine(tasks.All);
+        parts.Recorder.Inspect("update", update);
         var next = baseStep - update;
-        kit.Inspect("next", next);
+        parts.Recorder.Inspect("next", next);
         return next;
     }
 }

@@ -1,56 +1,5 @@
 namespace ZMagic.Core.Guidance;
 
-/// <summary>What the Jacobian J = d proposal / d x_t of Z-Magic's pull-back contains.</summary>
-public enum ZMagicJacobian
-{
-    /// <summary>
-    /// As the research code: the sampler step and the denoiser, but not the Hessian of the first energy (g1 is
-    /// taken without create_graph). One vector-Jacobian product per later condition. The default.
-    /// </summary>
-    ResearchCode,
-    /// <summary>The paper's formula: J also contains <c>-rho_1 Hessian(E_1)</c> (g1 with create_graph; double backward).</summary>
-    Full,
-    /// <summary>First-order shortcut: J = identity, <c>d_k = gh_k</c>; no vector-Jacobian product.</summary>
-    FirstOrder,
-}
-
-/// <summary>How three or more conditions are chained.</summary>
-public enum ZMagicChaining
-{
-    /// <summary>Every later condition is evaluated at the proposal of the first condition (c1->c2, c1->c3). The default.</summary>
-    Star,
-    /// <summary>
-    /// Each later condition is evaluated at the previous condition's proposal (c1->c2->c3): the proposal is moved by
-    /// each evaluated condition's own gradient at it, <c>p_{k+1} = p_k - rho_k gh_k</c>. Every pull-back goes through
-    /// the first step (gh treated as constants, as in <see cref="ZMagicJacobian.ResearchCode"/>).
-    /// </summary>
-    Chain,
-}
-
-/// <summary>How the combined update is applied.</summary>
-public enum ZMagicUpdateRule
-{
-    /// <summary>The paper's reading: <c>x_t' = S(x_t) - u</c>, the combined update u replacing the individual terms. The default.</summary>
-    Replacement,
-    /// <summary>
-    /// The research code's rule (for parity): the individual terms are subtracted once into the sequential state,
-    /// then again together with the combined update: <c>x_t' = S(x_t) - 2 sum_k D_k - u</c>.
-    /// </summary>
-    ResearchCode,
-}
-
-/// <summary>Where later conditions get their noise prediction at the proposal.</summary>
-public enum ZMagicProposal
-{
-    /// <summary>A second denoiser forward at the proposal, at the same t (the method as published). The default.</summary>
-    Exact,
-    /// <summary>
-    /// Cheaper: reuse the first call's eps at the proposal, <c>x0(p) = (p - sqrt(1 - abar) eps(x_t)) / sqrt(abar)</c>
-    /// (one forward; the later gradients then only pass through the encoders and the pull-back).
-    /// </summary>
-    ReuseFirstForward,
-}
-
 /// <summary>Options of <see cref="ZMagicStrategy"/>.</summary>
 public sealed record ZMagicOptions
 {

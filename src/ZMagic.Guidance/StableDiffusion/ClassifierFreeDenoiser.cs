@@ -10,11 +10,11 @@ namespace ZMagic.Guidance.StableDiffusion;
 /// <c>eps = eps(z, t, uncond) + s * (eps(z, t, cond) - eps(z, t, uncond))</c>, both halves in one batched call.
 /// </summary>
 /// <remarks>
-/// The text embeddings are fixed at construction (encoded once). <see cref="LastCorrectionRms"/> keeps the RMS of the
-/// CFG correction <c>s * (eps_c - eps_u)</c> of the most recent call (and <see cref="LastCorrectionMeanSquares"/> per
-/// item), for <see cref="CfgRelativeStepSize"/>.
+/// The text embeddings are fixed at construction (encoded once). As an <see cref="IClassifierFreeDenoiser"/> it returns
+/// each call's CFG correction <c>s * (eps_c - eps_u)</c> with the prediction; the guidance strategies hand the
+/// correction at x_t to <see cref="CfgRelativeStepSize"/>. The denoiser keeps no state between calls.
 /// </remarks>
-public sealed class ClassifierFreeDenoiser : IDenoiser
+public sealed class ClassifierFreeDenoiser : IClassifierFreeDenoiser
 {
     private readonly UNet2DConditionModel _unet;
     private readonly Tensor _cond;
@@ -61,38 +61,24 @@ public sealed class ClassifierFreeDenoiser : IDenoiser
     /// <summary>The CFG scale.</summary>
     public double GuidanceScale { get; }
 
-    /// <summary>RMS of <c>s * (eps_c - eps_u)</c> over the whole batch of the most recent call (0 without CFG).</summary>
-    public double LastCorrectionRms { get; private set; }
-
-    /// <summary>
-    /// Mean square of <c>s * (eps_c - eps_u)</c> per batch item of the most recent call (zeros without CFG), so that
-    /// <see cref="CfgRelativeStepSize"/> can give each item a step size of its own.
-    /// </summary>
-    public IReadOnlyList<double> LastCorrectionMeanSquares { get; private set; } = Array.Empty<double>();
+    /// <inheritdoc />
+    public Tensor Forward(Tensor x, Tensor t) => Forward(x, t, out _);
 
     /// <inheritdoc />
-    public Tensor Forward(Tensor x, Tensor t)
+    public Tensor Forward(Tensor x, Tensor t, out Tensor cfgCorrection)
     {
         long b = x.shape[0];
         if (_uncond is null || GuidanceScale == 1.0)
         {
-            LastCorrectionRms = 0;
-            LastCorrectionMeanSquares = new double[b];
-            return _unet.forward(x, t.to(ScalarType.Int64), _cond.to(x.dtype).expand(b, -1, -1));
+            var plain = _unet.forward(x, t.to(ScalarType.Int64), _cond.to(x.dtype).expand(b, -1, -1));
+            cfgCorrection = torch.zeros_like(plain);
+            return plain;
         }
         var states = torch.cat(new[] { _uncond.to(x.dtype).expand(b, -1, -1), _cond.to(x.dtype).expand(b, -1, -1) }, 0);
         var both = _unet.forward(torch.cat(new[] { x, x }, 0), torch.cat(new[] { t, t }, 0).to(ScalarType.Int64), states);
         var parts = both.chunk(2, 0);
         var correction = (parts[1] - parts[0]) * GuidanceScale;
-        using (torch.no_grad())
-        {
-            var squares = correction.detach().to(ScalarType.Float64).square();
-            LastCorrectionRms = Math.Sqrt(squares.mean().item<double>());
-            // Each item's mean over its own slice: the same reduction as the whole-tensor mean of that item alone.
-            LastCorrectionMeanSquares = b == 1
-                ? new[] { LastCorrectionRms * LastCorrectionRms }
-                : torch.stack(Enumerable.Range(0, (int)b).Select(i => squares.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
-        }
+        cfgCorrection = correction.detach();
         return parts[0] + correction;
     }
 }

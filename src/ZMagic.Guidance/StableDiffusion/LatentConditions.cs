@@ -6,23 +6,26 @@ namespace ZMagic.Guidance.StableDiffusion;
 
 /// <summary>
 /// FreeDoM's Stable Diffusion step size: <c>rho = scale * rms(CFG correction) / rms(g)</c>, where the CFG correction is
-/// <c>s * (eps_c - eps_u)</c> of the denoiser's latest call (FreeDoM SD_style uses scale 0.2). The guidance step is
+/// <c>s * (eps_c - eps_u)</c> of the denoiser's call at x_t (FreeDoM SD_style uses scale 0.2). The guidance step is
 /// thereby as large as a fixed fraction of the text guidance's own push, whatever the energy's magnitude.
 /// </summary>
 /// <remarks>
-/// Both RMS values are taken per batch item (FreeDoM takes them over the whole batch), so an image does not depend on
-/// its batch mates. When the latest call replicated the batch (<c>BatchConditionGradients</c>: m copies of B items),
-/// item i's correction RMS covers its m copies. At batch 1 the numbers are those of the whole-tensor form.
+/// The correction arrives as an argument, <see cref="StepSizeContext.CfgCorrection"/>, which the strategies fill from
+/// the forward at x_t of an <see cref="Core.Diffusion.IClassifierFreeDenoiser"/> such as
+/// <see cref="ClassifierFreeDenoiser"/> (not from whichever call came last: Z-Magic's forward at the proposal does not
+/// count). Both RMS values are taken per batch item (FreeDoM takes them over the whole batch), so an image does not
+/// depend on its batch mates. At batch 1 the numbers are those of the whole-tensor form.
 /// </remarks>
-/// <param name="Denoiser">The CFG denoiser whose correction is measured.</param>
 /// <param name="Scale">The fraction.</param>
-public sealed record CfgRelativeStepSize(ClassifierFreeDenoiser Denoiser, double Scale) : IStepSizeRule
+public sealed record CfgRelativeStepSize(double Scale) : IStepSizeRule
 {
     /// <summary>The step size from the whole context (one item, or the whole batch with whole-batch RMS values).</summary>
+    /// <exception cref="InvalidOperationException">The context carries no CFG correction (the denoiser is not classifier-free).</exception>
     public double StepSize(in StepSizeContext context)
     {
         double rmsG = Math.Sqrt(context.Gradient.to(ScalarType.Float64).square().mean().item<double>());
-        return rmsG > 0 ? Scale * Denoiser.LastCorrectionRms / rmsG : 0.0;
+        double rmsC = Math.Sqrt(Correction(context).to(ScalarType.Float64).square().mean().item<double>());
+        return rmsG > 0 ? Scale * rmsC / rmsG : 0.0;
     }
 
     /// <inheritdoc />
@@ -30,22 +33,25 @@ public sealed record CfgRelativeStepSize(ClassifierFreeDenoiser Denoiser, double
     {
         int b = StepSizeRules.Items(context);
         if (b == 1) return new[] { StepSize(context) };
-        var squares = Denoiser.LastCorrectionMeanSquares;
-        if (squares.Count == 0 || squares.Count % b != 0)
-            throw new InvalidOperationException($"The CFG denoiser's latest call had {squares.Count} items; a step size for a batch of {b} needs a multiple of {b}.");
-        int copies = squares.Count / b;
-        // Per-item slices, reduced like a batch of one, so that an item's rms(g) does not depend on the batch.
-        var squares64 = context.Gradient.to(ScalarType.Float64).square();
-        var gradientSquares = stack(Enumerable.Range(0, b).Select(i => squares64.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
+        // Per-item slices, reduced like a batch of one, so that an item's RMS values do not depend on the batch.
+        var gradientSquares = MeanSquares(context.Gradient, b);
+        var correctionSquares = MeanSquares(Correction(context), b);
         var rho = new double[b];
         for (int i = 0; i < b; i++)
         {
-            double ms = 0;
-            for (int j = 0; j < copies; j++) ms += squares[j * b + i];
-            double rmsC = Math.Sqrt(ms / copies), rmsG = Math.Sqrt(gradientSquares[i]);
+            double rmsC = Math.Sqrt(correctionSquares[i]), rmsG = Math.Sqrt(gradientSquares[i]);
             rho[i] = rmsG > 0 ? Scale * rmsC / rmsG : 0.0;
         }
         return rho;
+    }
+
+    private static Tensor Correction(in StepSizeContext context) => context.CfgCorrection
+        ?? throw new InvalidOperationException("CfgRelativeStepSize needs the CFG correction at x_t (StepSizeContext.CfgCorrection); the denoiser is not an IClassifierFreeDenoiser.");
+
+    private static double[] MeanSquares(Tensor t, int items)
+    {
+        var squares = t.to(ScalarType.Float64).square();
+        return stack(Enumerable.Range(0, items).Select(i => squares.narrow(0, i, 1).mean()).ToArray()).data<double>().ToArray();
     }
 }
 

@@ -141,7 +141,7 @@ public sealed class StableDiffusionGenerator
         var cache = new VaeDecodeCache(_model.Vae);
         var conditions = request.Conditions.Select(c => (IGuidanceCondition)new DecodedImageCondition(c, cache,
             request.CfgRelativeScale is { } s
-                ? new GuidanceSchedule(new CfgRelativeStepSize(denoiser.Inner, s), request.Window)
+                ? new GuidanceSchedule(new CfgRelativeStepSize(s), request.Window)
                 : c.Schedule with { Window = request.Window ?? c.Schedule.Window })).ToList();
 
         IGuidanceStrategy strategy = request.Method == SdGuidanceMethod.ZMagic
@@ -171,7 +171,7 @@ public sealed class StableDiffusionGenerator
     }
 
     /// <summary>The CFG denoiser at the requested latent size.</summary>
-    private sealed class LatentDenoiser : IDenoiser
+    private sealed class LatentDenoiser : IClassifierFreeDenoiser
     {
         public LatentDenoiser(ClassifierFreeDenoiser inner, int sampleSize)
         {
@@ -186,5 +186,6 @@ public sealed class StableDiffusionGenerator
         public int SampleSize { get; }
         public bool LearnedSigma => false;
         public Tensor Forward(Tensor x, Tensor t) => Inner.Forward(x, t);
+        public Tensor Forward(Tensor x, Tensor t, out Tensor cfgCorrection) => Inner.Forward(x, t, out cfgCorrection);
     }
 }

@@ -1,11 +1,5 @@
 namespace ZMagic.Core.Guidance;
 
-/// <summary>Result of a bounded scalar minimisation.</summary>
-/// <param name="X">The minimiser.</param>
-/// <param name="Fun">The objective there.</param>
-/// <param name="Evaluations">Objective evaluations used.</param>
-public readonly record struct ScalarMinimum(double X, double Fun, int Evaluations);
-
 /// <summary>One-dimensional minimisers used by the two-task CAGrad dual.</summary>
 public static class ScalarMinimizers
 {
@@ -36,33 +30,7 @@ public static class ScalarMinimizers
 
         while (Math.Abs(xf - xm) > (tol2 - 0.5 * (b - a)))
         {
-            bool golden = true;
-            if (Math.Abs(e) > tol1)
-            {
-                golden = false;
-                double r = (xf - nfc) * (fx - ffulc);
-                double q = (xf - fulc) * (fx - fnfc);
-                double p = (xf - fulc) * q - (xf - nfc) * r;
-                q = 2.0 * (q - r);
-                if (q > 0.0) p = -p;
-                q = Math.Abs(q);
-                r = e;
-                e = rat;
-                if (Math.Abs(p) < Math.Abs(0.5 * q * r) && p > q * (a - xf) && p < q * (b - xf))
-                {
-                    rat = (p + 0.0) / q;
-                    x = xf + rat;
-                    if ((x - a) < tol2 || (b - x) < tol2)
-                    {
-                        double si0 = Math.Sign(xm - xf) + ((xm - xf) == 0 ? 1 : 0);
-                        rat = tol1 * si0;
-                    }
-                }
-                else
-                {
-                    golden = true;
-                }
-            }
+            bool golden = !(Math.Abs(e) > tol1 && TryParabolicStep(a, b, xf, fx, nfc, fnfc, fulc, ffulc, xm, tol1, tol2, ref rat, ref e));
             if (golden)
             {
                 e = xf >= xm ? a - xf : b - xf;
@@ -98,6 +66,33 @@ public static class ScalarMinimizers
             if (num >= maxfun) break;
         }
         return new ScalarMinimum(xf, fx, num);
+    }
+
+    /// <summary>
+    /// <see cref="BoundedBrent"/>'s parabolic step through the three best points (SciPy's order of operations): updates
+    /// <paramref name="rat"/> and <paramref name="e"/> and returns true, or returns false when the parabola's minimum is
+    /// unusable and a golden-section step must be taken (<paramref name="e"/> already shifted, as SciPy does).
+    /// </summary>
+    private static bool TryParabolicStep(double a, double b, double xf, double fx, double nfc, double fnfc, double fulc, double ffulc,
+        double xm, double tol1, double tol2, ref double rat, ref double e)
+    {
+        double r = (xf - nfc) * (fx - ffulc);
+        double q = (xf - fulc) * (fx - fnfc);
+        double p = (xf - fulc) * q - (xf - nfc) * r;
+        q = 2.0 * (q - r);
+        if (q > 0.0) p = -p;
+        q = Math.Abs(q);
+        r = e;
+        e = rat;
+        if (!(Math.Abs(p) < Math.Abs(0.5 * q * r) && p > q * (a - xf) && p < q * (b - xf))) return false;
+        rat = (p + 0.0) / q;
+        double x = xf + rat;
+        if ((x - a) < tol2 || (b - x) < tol2)
+        {
+            double si0 = Math.Sign(xm - xf) + ((xm - xf) == 0 ? 1 : 0);
+            rat = tol1 * si0;
+        }
+        return true;
     }
 
     /// <summary>

@@ -27,29 +27,3 @@ public sealed class UnguidedStrategy : IGuidanceStrategy
         return step.Sampler.Step(step.X, x0, eps, step.AlphaBar, step.AlphaBarNext, step.Noise);
     }
 }
-
-/// <summary>The plain sum of task gradients (FreeDoM / TFG).</summary>
-public sealed class SumCombiner : IGradientCombiner
-{
-    /// <summary>The shared instance.</summary>
-    public static SumCombiner Instance { get; } = new();
-
-    /// <inheritdoc />
-    public string Name => "sum";
-
-    /// <inheritdoc />
-    public bool IsElementwise => true;
-
-    /// <inheritdoc />
-    public bool IsLinear => true;
-
-    /// <inheritdoc />
-    public Tensor Combine(IReadOnlyList<Tensor> taskGradients)
-    {
-        ArgumentNullException.ThrowIfNull(taskGradients);
-        if (taskGradients.Count == 0) throw new ArgumentException("No task gradients to combine.", nameof(taskGradients));
-        var sum = taskGradients[0].clone();
-        for (int i = 1; i < taskGradients.Count; i++) sum.add_(taskGradients[i]);
-        return sum;
-    }
-}
