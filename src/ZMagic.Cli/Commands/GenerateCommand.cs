@@ -39,11 +39,19 @@ public static class GenerateCommand
         Examples:
           zmagic generate --preset digits --condition digit:class=7 --condition thickness:ink=0.2,scale=2 --method zmagic --combiner cagrad
           zmagic generate --preset digits --weights my-prior.safetensors --condition style:ref=ref.png --method vanilla --samples 16
+
+        {RecipeArgs.Help}
         """;
 
     /// <summary>Runs the command.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
+        if (RecipeArgs.Handles(args))
+        {
+            var recipe = RecipeArgs.Parse(args, out bool help);
+            if (help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
+            return RecipeRunner.Run(recipe, stdout, stderr, ct);
+        }
         if (SdGenerateCommand.Handles(args)) return SdGenerateCommand.Run(args, stdout, stderr, ct);
         var p = ParsedArgs.Parse(args,
             new[] { "preset", "weights", "condition", "method", "combiner", "cagrad-c", "steps", "seed", "samples", "batch", "device", "threads", "out" },

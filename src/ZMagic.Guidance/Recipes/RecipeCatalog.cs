@@ -139,14 +139,13 @@ public static class RecipeCatalog
         ?? throw new ArgumentException($"Unknown recipe '{name}'. Known recipes: {string.Join(", ", All.Select(r => r.Name))}.", nameof(name));
 
     /// <summary>
-    /// A recipe from conditions the caller picks (no research run behind it): each condition with its class's FreeDoM
+    /// A recipe from conditions the caller picks (no research run behind it; none is allowed, for callers that add their own): each condition with its class's FreeDoM
     /// defaults (identity 100, landmarks 500, parsing 0.2 with <c>sqrt(abar_t) * scale</c> and stop 200; text 0.02
     /// norm-relative, always), 100 steps, FreeDoM's eta step.
     /// </summary>
     public static Recipe Custom(IReadOnlyList<RecipeConditionKind> kinds)
     {
         ArgumentNullException.ThrowIfNull(kinds);
-        if (kinds.Count == 0) throw new ArgumentException("A custom recipe needs at least one condition.", nameof(kinds));
         if (kinds.Distinct().Count() != kinds.Count) throw new ArgumentException("A custom recipe names each condition once.", nameof(kinds));
         var conditions = kinds.Select(k => k switch
         {

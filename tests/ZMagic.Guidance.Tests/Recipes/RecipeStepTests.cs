@@ -18,30 +18,52 @@ namespace ZMagic.Guidance.Tests.Recipes;
 /// BiSeNet, CLIP ViT-B/16) and runs one sampler step end to end, under both parities. One class, so the full-size
 /// steps (several GiB each) never run side by side.
 /// </summary>
-[Trait("Category", "Slow")]
-public sealed class FaceRecipeStepTests(ITestOutputHelper log) : IDisposable
+/// <summary>The full-size networks with reproducible random weights, built once for the class.</summary>
+public sealed class FullFaceNetsFixture : IDisposable
 {
-    private readonly DdpmDenoiser _ddpm = Random(() => DdpmUNetConfig.CelebAHq.CreateDenoiser(), 1);
-    private readonly IrSeBackbone _arc = Frozen(new IrSeBackbone(112, 50, IrMode.IrSe, 0.6, true), 2);
-    private readonly MobileFaceNet _landmarks = Frozen(new MobileFaceNet(136), 3);
-    private readonly BiSeNet _parser = Frozen(new BiSeNet(19), 4);
-    private readonly ClipModel _clip = Frozen(new ClipModel(ClipConfig.VitB16), 5);
-    private readonly ClipTokenizer _tokenizer = ClipTokenizer.FromSimpleVocab(Path.Combine(Golden.Root, "clip", "bpe_simple_vocab_16e6.txt.gz"));
-
-    private static DdpmDenoiser Random(Func<ZMagic.Models.BackboneDenoiser> create, long seed)
+    public FullFaceNetsFixture()
     {
-        var d = (DdpmDenoiser)create();
-        SeededWeights.Init(d.Module, seed);
-        return d;
+        Ddpm = (DdpmDenoiser)DdpmUNetConfig.CelebAHq.CreateDenoiser();
+        SeededWeights.Init(Ddpm.Module, 1);
+        torch.random.manual_seed(2);
+        ArcFace = Frozen(new IrSeBackbone(112, 50, IrMode.IrSe, 0.6, true));
+        Landmarker = Frozen(new MobileFaceNet(136));
+        Parser = Frozen(new BiSeNet(19));
+        Clip = Frozen(new ClipModel(ClipConfig.VitB16));
+        Tokenizer = ClipTokenizer.FromSimpleVocab(Path.Combine(Golden.Root, "clip", "bpe_simple_vocab_16e6.txt.gz"));
     }
 
-    private static T Frozen<T>(T module, long seed) where T : nn.Module
+    public DdpmDenoiser Ddpm { get; }
+    public IrSeBackbone ArcFace { get; }
+    public MobileFaceNet Landmarker { get; }
+    public BiSeNet Parser { get; }
+    public ClipModel Clip { get; }
+    public ClipTokenizer Tokenizer { get; }
+
+    private static T Frozen<T>(T module) where T : nn.Module
     {
-        SeededWeights.Init(module, seed);
         FaceCheckpoints.Freeze(module);
         return module;
     }
 
+    public void Dispose()
+    {
+        Ddpm.Dispose();
+        ArcFace.Dispose();
+        Landmarker.Dispose();
+        Parser.Dispose();
+        Clip.Dispose();
+    }
+}
+
+/// <summary>
+/// Every face recipe builds on random weights of the full networks (the CelebA-HQ 256 DDPM, IR-SE50, MobileFaceNet,
+/// BiSeNet, CLIP ViT-B/16) and runs one sampler step end to end, under both parities. One class, so the full-size
+/// steps (several GiB each) never run side by side.
+/// </summary>
+[Trait("Category", "Slow")]
+public sealed class FaceRecipeStepTests(FullFaceNetsFixture nets, ITestOutputHelper log) : IClassFixture<FullFaceNetsFixture>
+{
     [Theory]
     [InlineData("face-id-landmarks", GuidanceParity.Library)]
     [InlineData("face-id-landmarks", GuidanceParity.ResearchCode)]
@@ -55,16 +77,16 @@ public sealed class FaceRecipeStepTests(ITestOutputHelper log) : IDisposable
         var reference = (torch.rand(1, 3, 256, 256, generator: new Generator(9)) * 2 - 1);
         var inputs = new FaceRecipeInputs
         {
-            IdentityEncoder = _arc, IdentityReference = reference,
-            Landmarker = _landmarks, LandmarksReference = reference,
-            Parser = _parser, ParsingReference = reference,
-            Clip = _clip, Tokenizer = _tokenizer, Prompt = "blonde beauty",
+            IdentityEncoder = nets.ArcFace, IdentityReference = reference,
+            Landmarker = nets.Landmarker, LandmarksReference = reference,
+            Parser = nets.Parser, ParsingReference = reference,
+            Clip = nets.Clip, Tokenizer = nets.Tokenizer, Prompt = "blonde beauty",
         };
         using var run = FaceRecipeBuilder.Build(recipe, inputs, new RecipeOverrides { Parity = parity });
         // One step, high enough that every condition acts (the face recipes stop at t = 200).
         var options = run.Options with { Timesteps = [990], Seed = 3 };
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        using var result = new ConditionalSampler(_ddpm).Sample(run.Conditions, options);
+        using var result = new ConditionalSampler(nets.Ddpm).Sample(run.Conditions, options);
         log.WriteLine($"{name} ({parity}): one step {sw.Elapsed.TotalSeconds:F1} s, strategy {result.Trace.Strategy}, combiner {result.Trace.Combiner}");
         Assert.Equal([1L, 3L, 256L, 256L], result.Images.shape);
         Assert.True(result.Images.isfinite().all().item<bool>());
@@ -77,15 +99,6 @@ public sealed class FaceRecipeStepTests(ITestOutputHelper log) : IDisposable
             Assert.True(c.StepSize > 0 && double.IsFinite(c.StepSize), $"{c.Name} step size {c.StepSize}");
         }
         Assert.Contains("cagrad", result.Trace.Combiner);
-    }
-
-    public void Dispose()
-    {
-        _ddpm.Dispose();
-        _arc.Dispose();
-        _landmarks.Dispose();
-        _parser.Dispose();
-        _clip.Dispose();
     }
 }
 
