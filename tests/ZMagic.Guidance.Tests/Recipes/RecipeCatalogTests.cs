@@ -159,4 +159,40 @@ public partial class RecipeCatalogTests(ITestOutputHelper log)
         if (kind != "conflicting") Assert.InRange(ratio, 0.38, 0.45);
         else Assert.InRange(ratio, 0.1, 0.7);
     }
+
+    /// <summary>
+    /// The same figure through a whole sampler step: one guided step of the tiny golden DDPM with two and three
+    /// conditions (reference images, FreeDoM's face rule, per-channel CAGrad), library against research parity at the
+    /// same seed; the guided displacement from the unguided step is the update.
+    /// </summary>
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void AWholeStepShowsTheSameRatio(int k)
+    {
+        using var scope = NewDisposeScope();
+        using var denoiser = ZMagic.Models.Ddpm.DdpmDenoiser.Load(Path.Combine(ZMagic.TestSupport.Golden.Root, "zmagic_steps", "weights.safetensors"), new ZMagic.Models.Ddpm.DdpmUNetConfig
+        {
+            Ch = 32, OutCh = 3, InChannels = 3, ChMult = [1, 2], NumResBlocks = 1, AttnResolutions = [8],
+            Dropout = 0, Resolution = 16, VarType = "fixedlarge",
+        });
+        var gen = new Generator(23);
+        var conditions = Enumerable.Range(0, k).Select(i => (IGuidanceCondition)new ZMagic.Guidance.Conditions.ReferenceImageCondition(
+            rand([1, 3, 16, 16], generator: gen) * 2 - 1, new GuidanceSchedule(new SqrtAlphaBarStepSize(0.05)), name: $"ref{i}")).ToList();
+        var recipe = RecipeCatalog.FaceIdLandmarks;
+        var baseOptions = new ZMagic.Core.Sampling.SamplerOptions { Timesteps = [500], Seed = 5, SamplerStep = new ZMagic.Core.Diffusion.FreeDoMEtaStep(0.5) };
+        var sampler = new ZMagic.Core.Sampling.ConditionalSampler(denoiser);
+        using var plain = sampler.Sample([], baseOptions);
+        Tensor Displacement(GuidanceParity parity)
+        {
+            // Research parity without branch noise, so that both runs see the same proposal and tasks.
+            var strategy = parity == GuidanceParity.Library ? new ZMagicStrategy()
+                : new ZMagicStrategy(ZMagicOptions.ResearchCodeParity with { BranchNoise = false });
+            using var r = sampler.Sample(conditions, baseOptions with { Strategy = strategy, Combiner = RecipeGuidance.Combiner(recipe, parity) });
+            return (r.Images - plain.Images).detach().clone();
+        }
+        double ratio = Displacement(GuidanceParity.Library).norm().item<float>() / Displacement(GuidanceParity.ResearchCode).norm().item<float>();
+        log.WriteLine($"k={k}: whole step |library| / |research| = {ratio:F3}");
+        Assert.InRange(ratio, 0.25, 0.45);
+    }
 }
