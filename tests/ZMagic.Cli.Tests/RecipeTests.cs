@@ -51,6 +51,29 @@ public sealed class RecipeCliTests : TempFolderTests
         Assert.Contains("\"landmarks\"", text);
         Assert.Contains("cagrad", text);
     }
+
+    [Fact]
+    public void TheSdTextStyleContentRecipeRunsOnATinyPipeline()
+    {
+        string model = TinySdFolder.Create(Path.Combine(Root, "model"));
+        string vgg = Path.Combine(Root, "vgg16.safetensors");
+        using (var net = new ZMagic.Encoders.Vgg.VggFeatures(ZMagic.Encoders.Vgg.VggKind.Vgg16))
+        {
+            FormulaWeights.Apply(net);
+            SafeTensors.Save(vgg, net.state_dict());
+        }
+        string image = Path.Combine(Root, "ref.png");
+        CliImages.WriteGrid(torch.rand(1, 3, 32, 32, generator: new Generator(4)) * 2 - 1, image, 1, gap: 0);
+        string out_ = Path.Combine(Root, "sd-out");
+        var (code, stdout, stderr) = CliRunner.Run("generate", "--recipe", "sd-text-style-content", "--model", model, "--vgg", vgg,
+            "--text", "a cat wearing glasses.", "--style", image, "--content", image, "--steps", "3", "--size", "32", "--research-parity", "--out", out_);
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains("Recipe sd-text-style-content: 3 steps, CFG 5, ddpm-posterior", stderr);
+        Assert.True(File.Exists(Path.Combine(out_, "sample_000.png")));
+        var trace = File.ReadAllText(Path.Combine(out_, "trace.json"));
+        Assert.Contains("\"content\"", trace);
+        Assert.Contains("\"style\"", trace);
+    }
 }
 
 /// <summary>The recipe command line's checks, which all run before any network is loaded.</summary>
