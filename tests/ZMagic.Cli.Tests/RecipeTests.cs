@@ -53,6 +53,21 @@ public sealed class RecipeCliTests : TempFolderTests
     }
 
     [Fact]
+    public void ConditionFlagsWithoutARecipeReachTheFaceAttributes()
+    {
+        // No --recipe: --identity then the face-api attributes (random weights of every network), one step at t = 0.
+        string image = Path.Combine(Root, "ref.png");
+        CliImages.WriteGrid(torch.rand(1, 3, 256, 256, generator: new Generator(6)) * 2 - 1, image, 1, gap: 0);
+        string out_ = Path.Combine(Root, "attr-out");
+        var (code, _, stderr) = CliRunner.Run("generate", "--random-weights", "--identity", image, "--age", "30", "--gender", "female",
+            "--expression", "happy", "--steps", "1", "--stop", "-1", "--threads", "1", "--out", out_);
+        Assert.True(code == 0, $"exit {code}: {stderr}");
+        Assert.Contains("conditions identity, age, gender, expression", stderr);
+        var trace = File.ReadAllText(Path.Combine(out_, "trace.json"));
+        foreach (var name in new[] { "identity", "age", "gender", "expression" }) Assert.Contains($"\"{name}\"", trace);
+    }
+
+    [Fact]
     public void TheSdTextStyleContentRecipeRunsOnATinyPipeline()
     {
         string model = TinySdFolder.Create(Path.Combine(Root, "model"));
