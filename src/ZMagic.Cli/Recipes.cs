@@ -15,7 +15,7 @@ namespace ZMagic.Cli;
 
 /// <summary>
 /// Everything <c>zmagic generate --recipe</c> (and <c>generate</c> with the face and text condition flags) takes, as
-/// plain values. The command-line parser fills it (<see cref="Commands.RecipeArgs"/>); <see cref="RecipeRunner.Run"/>
+/// plain values. The command-line parser fills it (<see cref="Commands.RecipeCommand"/>); <see cref="RecipeRunner.Run"/>
 /// checks and runs it. Null means "the recipe's value" or "not given".
 /// </summary>
 public sealed record RecipeCliOptions

@@ -3,9 +3,21 @@ using System.Text;
 
 namespace ZMagic.Cli;
 
-/// <summary>Makes text from files (tensor names, dtypes, paths) safe to print on a terminal.</summary>
+/// <summary>Makes text from files (tensor names, dtypes, paths) safe to print on a terminal; tells a terminal from a file or pipe.</summary>
 public static class Terminal
 {
+    /// <summary>
+    /// Whether <paramref name="writer"/> is the process's stderr or stdout and that stream is a terminal (not redirected
+    /// to a file or pipe, and TERM is not <c>dumb</c>). Any other writer (a StringWriter in tests) is not interactive.
+    /// </summary>
+    public static bool IsInteractive(TextWriter? writer)
+    {
+        if (writer is null || Environment.GetEnvironmentVariable("TERM") == "dumb") return false;
+        if (ReferenceEquals(writer, Console.Error)) return !Console.IsErrorRedirected;
+        if (ReferenceEquals(writer, Console.Out)) return !Console.IsOutputRedirected;
+        return false;
+    }
+
     /// <summary>
     /// Replaces control characters (C0 except tab, DEL, C1), Unicode format characters (bidirectional overrides,
     /// zero-width characters) and unpaired surrogates by visible escapes (<c>\x1b</c>, <c>\u202e</c>), so a hostile

@@ -13,7 +13,7 @@ public class DemoTests
         try
         {
             string outDir = Path.Combine(dir, "demo");
-            var (code, stdout, stderr) = CliRunner.Run("demo", "--out", outDir, "--samples", "2", "--steps", "3", "--seed", "5", "--quiet");
+            var (code, stdout, stderr) = CliRunner.Run("demo", "--out", outDir, "--samples", "2", "--steps", "3", "--seed", "5", "--sweep", "0.5,1", "--time-steps", "4", "--quiet");
             Assert.True(code == 0, $"exit {code}: {stderr}");
             Assert.Contains("report.json", stdout);
             using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "report.json")));
@@ -35,7 +35,22 @@ public class DemoTests
             // Z-Magic spends more passes per step than Vanilla (sequential conditioning), unguided no backward.
             Assert.True(doc.RootElement.GetProperty("zmagic").GetProperty("forwards_per_step").GetDouble() > doc.RootElement.GetProperty("vanilla").GetProperty("forwards_per_step").GetDouble());
             Assert.Equal(0, doc.RootElement.GetProperty("unguided").GetProperty("backwards_per_step").GetDouble());
-            foreach (var f in new[] { "energies.png", "cosines.png", "reference.png" })
+            // The sweep: every guided method at every scale, with intervals around each rate; the time curve: each
+            // method's best scale at the sweep's steps and at the extra step count.
+            var sweep = doc.RootElement.GetProperty("sweep").EnumerateArray().ToList();
+            Assert.Equal(6, sweep.Count);
+            foreach (var p in sweep)
+            {
+                double rate = p.GetProperty("joint_success").GetDouble();
+                var ci = p.GetProperty("joint_success_ci95").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+                Assert.True(ci[0] <= rate && rate <= ci[1] && ci[0] >= 0 && ci[1] <= 1, $"interval [{ci[0]}, {ci[1]}] around {rate}");
+                foreach (var c in new[] { "digit", "thickness", "style" })
+                    Assert.True(double.IsFinite(p.GetProperty("final_energy").GetProperty(c).GetProperty("mean").GetDouble()));
+            }
+            var time = doc.RootElement.GetProperty("time_curve").EnumerateArray().ToList();
+            Assert.Equal(6, time.Count);
+            Assert.Equal(new[] { 3, 4 }, time.Select(p => p.GetProperty("steps").GetInt32()).Distinct().Order().ToArray());
+            foreach (var f in new[] { "energies.png", "cosines.png", "reference.png", "sweep.png", "tradeoff.png", "time.png", "cosine_histogram.png" })
             {
                 using var bmp = SKBitmap.Decode(Path.Combine(outDir, f));
                 Assert.NotNull(bmp);
@@ -71,6 +86,11 @@ public class DemoTests
     [InlineData("--methods", "vanilla,foo")]
     [InlineData("--class", "12")]
     [InlineData("--bogus", "1")]
+    [InlineData("--sweep", "0,1")]
+    [InlineData("--sweep", "1,1")]
+    [InlineData("--sweep", "a")]
+    [InlineData("--time-steps", "1")]
+    [InlineData("--time-steps", "2.5")]
     public void Demo_BadOptions_AreUsageErrors(string option, string value)
     {
         var (code, _, err) = CliRunner.Run("demo", option, value);

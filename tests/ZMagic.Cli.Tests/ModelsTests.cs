@@ -67,7 +67,8 @@ public class ModelsTests
         {
             var (code, stdout, _) = CliRunner.Run(c, "--help");
             Assert.Equal(0, code);
-            Assert.Contains("Usage: zmagic " + c, stdout);
+            // System.CommandLine's help: "Usage:" then the command line on the next line.
+            Assert.Contains($"Usage:{Environment.NewLine}  {System.CommandLine.RootCommand.ExecutableName} {c} ", stdout);
             Assert.Contains("xample", stdout);
         }
         var u = CliRunner.Run("frobnicate");

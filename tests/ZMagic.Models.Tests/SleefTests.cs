@@ -1,8 +1,8 @@
-using ZMagic.Models.Nn;
+using ZMagic.TestSupport;
 
 namespace ZMagic.Models.Tests;
 
-/// <summary>The float32 transcendental ports used by the DDPM timestep embedding.</summary>
+/// <summary>The float32 SLEEF ports in ZMagic.TestSupport that reproduce the reference CPU sinusoid.</summary>
 public class SleefTests
 {
     [Fact]

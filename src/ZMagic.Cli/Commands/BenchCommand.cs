@@ -1,6 +1,8 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using TorchSharp;
+using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
 using ZMagic.Guidance.Benchmarking;
@@ -12,12 +14,9 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic bench</c>: times guided sampler steps and prints one JSON object.</summary>
 public static class BenchCommand
 {
-    /// <summary>Help text.</summary>
-    public const string Help = """
-        Usage: zmagic bench --preset NAME [--weights FILE | --random-weights] --method METHOD
-                            [--combiner sum|cagrad|cagrad-per-channel|pcgrad|mgda] [--conditions N] [--steps K]
-                            [--warmup W] [--batch B] [--threads T]
+    private const string Summary = "Time guided steps (JSON)";
 
+    private const string Details = """
         METHOD: vanilla, zmagic (exact), unguided, or any other benchmark method: zmagic-full, zmagic-firstorder,
         zmagic-reuse, zmagic-firstorder-reuse, vanilla-percondition, vanilla-batched, zmagic-percondition,
         zmagic-batched, zmagic-full-percondition (docs/performance.md explains each).
@@ -27,27 +26,52 @@ public static class BenchCommand
         step in forwards, backwards and VJPs (forward_ms_median, backward_ms_median, vjp_ms_median), peak_memory_mb.
         Conditions: on the digits preset up to 3 are the digit conditions (class, thickness, style); otherwise (and
         beyond 3) cheap quadratic toy energies, so that the denoiser's passes dominate as in the reference timings.
+        """;
 
+    private const string Examples = """
         Example:
           zmagic bench --preset digits --method zmagic --combiner cagrad --conditions 3 --steps 10
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>Every option of <c>zmagic bench</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "preset", "weights", "method", "combiner", "conditions", "steps", "warmup", "batch", "threads", "seed" }, new[] { "random-weights" });
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
-        var preset = Presets.Get(p.String("preset") ?? throw new UsageException("--preset is required."));
-        string? weights = p.String("weights");
-        bool random = p.Flag("random-weights");
+        public readonly Option<string> Preset = c.Declare(CommonOptions.Preset());
+        public readonly Option<string?> Weights = c.Declare(CliOptions.Text("--weights",
+            "checkpoint; default: the preset's embedded weights, else random weights", null, "FILE", "-w"));
+        public readonly Option<bool> RandomWeights = c.Declare(CliOptions.Flag("--random-weights", "random (seeded) weights instead of a checkpoint"));
+        public readonly Option<string> Method = c.Declare(CliOptions.Choice("--method", "the guidance method (see below)", "vanilla", BenchmarkMethods.Methods.ToArray(), "METHOD", "-m"));
+        public readonly Option<string> Combiner = c.Declare(CliOptions.Choice("--combiner", "how task gradients combine", "sum", BenchmarkMethods.Combiners.ToArray()));
+        public readonly Option<int> Conditions = c.Declare(CliOptions.Int("--conditions", "number of conditions", 2, 0, 16, "N"));
+        public readonly Option<int> Steps = c.Declare(CliOptions.Int("--steps", "timed sampler steps", 5, 1, 100_000, "K"));
+        public readonly Option<int> Warmup = c.Declare(CliOptions.Int("--warmup", "untimed warm-up steps before them", 1, 0, 1000, "W"));
+        public readonly Option<int> Batch = c.Declare(CliOptions.Int("--batch", "images per step", 1, 1, 4096, "B"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(0));
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var command = new Command("bench", Summary).WithHelp(Details, Examples);
+        var options = new Options(command);
+        command.SetAction(r => Run(r, options, context));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, ct) = (context.Out, context.Cancellation);
+        context.CheckNumerics();
+        var preset = Presets.Get(p.GetValue(o.Preset)!);
+        string? weights = p.GetValue(o.Weights);
+        bool random = p.GetValue(o.RandomWeights);
         if (weights is not null && random) throw new UsageException("--weights and --random-weights contradict each other; give one.");
-        string method = p.Choice("method", "vanilla", BenchmarkMethods.Methods.ToArray());
-        string combinerName = p.Choice("combiner", "sum", BenchmarkMethods.Combiners.ToArray());
-        int n = p.Int("conditions", 2, 0, 16);
+        string method = p.GetValue(o.Method)!;
+        string combinerName = p.GetValue(o.Combiner)!;
+        int n = p.GetValue(o.Conditions);
         if (method != "unguided" && n == 0) throw new UsageException($"--method {method} needs --conditions of at least 1.");
-        int steps = p.Int("steps", 5, 1, 100_000), warmup = p.Int("warmup", 1, 0, 1000), batch = p.Int("batch", 1, 1, 4096);
-        App.SetThreads(p.Int("threads", 2, 1, 256));
+        int steps = p.GetValue(o.Steps), warmup = p.GetValue(o.Warmup), batch = p.GetValue(o.Batch);
+        App.SetThreads(p.GetValue(o.Threads));
         GenerateCommand.CheckMemory(preset, batch);
         if (weights is not null) GenerateCommand.RequireFile(weights, "--weights");
 
@@ -74,7 +98,7 @@ public static class BenchCommand
             IGuidanceStrategy strategy = BenchmarkMethods.Strategy(method);
             IGradientCombiner combiner = BenchmarkMethods.Combiner(combinerName);
             // Steps are spread over the whole trajectory; warm-up steps are the first ones and are not timed.
-            var options = new SamplerOptions { Steps = warmup + steps, Seed = p.Long("seed", 0), BatchSize = batch, Strategy = strategy, Combiner = combiner };
+            var options = new SamplerOptions { Steps = warmup + steps, Seed = p.GetValue(o.Seed), BatchSize = batch, Strategy = strategy, Combiner = combiner };
             using var result = new ConditionalSampler(denoiser).Sample(method == "unguided" ? Array.Empty<IGuidanceCondition>() : conditions, options, null, ct);
             // FreeDoM's uniform spacing can give one timestep more than asked for (range(0, T, T // n)); time exactly K.
             var timed = result.Trace.Steps.Skip(warmup).Take(steps).ToList();

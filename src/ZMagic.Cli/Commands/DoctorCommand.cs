@@ -1,3 +1,5 @@
+using System.CommandLine;
+using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Native;
 
 namespace ZMagic.Cli.Commands;
@@ -5,30 +7,40 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic doctor</c>: the numerics self-check, printed.</summary>
 internal static class DoctorCommand
 {
-    public const string Help = """
-        zmagic doctor — check that libtorch computes correct numbers on this machine
+    private const string Summary = "Check that libtorch computes correct numbers on this CPU (and what was switched off)";
 
+    private const string Details = """
         Compares convolution, transposed convolution, linear and group norm (forward and input gradient, at the layer
         shapes of the built-in networks) in float32 against a float64 reference, each run three times to expose
         non-determinism, and prints the CPU, its vector ISA, the oneDNN version and libtorch's threads. When a check
         fails, it routes around the kernels, narrowest first: convolutions in channels-last layout (oneDNN's brgemm
         kernels), else oneDNN switched off, and checks again; every other command does the same at start (environment
         variable ZMAGIC_ONEDNN=auto|on|channels-last|off, default auto). Takes a few seconds.
+        """;
 
-        Options:
-          --threads N   libtorch intra-op threads (default: libtorch's default)
-          --help
-
+    private const string Epilogue = """
         Exit codes: 0 correct (possibly after a workaround: the output says which), 1 wrong numbers that no
         workaround fixed, 2 bad command line.
         """;
 
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>Every option of <c>zmagic doctor</c>: declared here once, read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "threads" }, Array.Empty<string>());
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
-        App.SetThreads(p.Int("threads", 0, 0, 256));
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads(0, 0, "libtorch intra-op threads (0: libtorch's default)"));
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var command = new Command("doctor", Summary).WithHelp(Details, Epilogue);
+        var options = new Options(command);
+        command.SetAction(r => Run(r, options, context));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        App.SetThreads(p.GetValue(o.Threads));
 
         // A route chosen by ZMAGIC_ONEDNN (on, channels-last, off) is checked as it is; auto also tries the workarounds.
         bool auto = Numerics.IsAuto;

@@ -1,3 +1,5 @@
+using System.CommandLine;
+using ZMagic.Cli.CommandLine;
 using System.Globalization;
 using TorchSharp;
 using ZMagic.Core.Guidance;
@@ -9,80 +11,90 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic generate</c>: guided generation with any preset and any set of conditions.</summary>
 public static class GenerateCommand
 {
-    /// <summary>Help text.</summary>
-    public static string Help => $"""
-        Usage: zmagic generate --preset NAME [--weights FILE] --condition SPEC [--condition SPEC ...]
-                               [--method vanilla|zmagic|unguided] [--combiner sum|cagrad] [--cagrad-c C]
-                               [--steps K] [--seed S] [--samples N] [--batch B] [--device cpu|cuda|cuda:N]
-                               [--threads T] [--out DIR] [--quiet]
+    private const string Summary = "Generate images with a backbone checkpoint and any set of conditions";
 
+    // Built when help is shown: the condition kinds are a registry that can grow.
+    private static string Details => $"""
         Samples images from a backbone preset (zmagic models) steered by conditions. Conditions are applied in the
-        order given (Z-Magic conditions sequentially: the first one proposes the step). Writes DIR/sample_NNN.png, DIR/grid.png,
-        DIR/trace.csv and DIR/trace.json; each file appears complete or not at all.
+        order given (Z-Magic conditions sequentially: the first one proposes the step). Writes DIR/sample_NNN.png,
+        DIR/grid.png, DIR/trace.csv and DIR/trace.json; each file appears complete or not at all.
+        Stable Diffusion 1.x has options of its own: zmagic generate --preset sd15 --help. The paper's recipes and the
+        face and text conditions too: zmagic generate --recipe NAME --help (docs/recipes.md).
 
         Conditions (--condition NAME:key=value,...):
         {string.Join(Environment.NewLine, ConditionRegistry.All.Select(k => "  " + k.Help))}
+        """;
 
-        Options:
-          --preset NAME       backbone preset (required)
-          --weights FILE      checkpoint (.safetensors, .pt, .pth, .ckpt); default: the preset's embedded weights
-          --method M          vanilla (independent, FreeDoM-style), zmagic (sequential), unguided (default zmagic)
-          --combiner C        sum or cagrad (default sum; cagrad needs a guided method)
-          --cagrad-c C        CAGrad's c (default 0.5)
-          --steps K           sampler steps (default 50)
-          --seed S            run seed (default 0); sample i depends only on (S, i)
-          --samples N         number of images (default 8)
-          --batch B           images per sampler call (default 8, or fewer when 8 do not fit in memory)
-          --device D          cpu, cuda or cuda:N (default cpu)
-          --out DIR           output folder (default zmagic-out)
-
+    private const string Examples = """
         Examples:
           zmagic generate --preset digits --condition digit:class=7 --condition thickness:ink=0.2,scale=2 --method zmagic --combiner cagrad
           zmagic generate --preset digits --weights my-prior.safetensors --condition style:ref=ref.png --method vanilla --samples 16
-
-        {RecipeArgs.Help}
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>The guidance methods of <c>generate</c>.</summary>
+    internal static readonly string[] Methods = { "vanilla", "zmagic", "unguided" };
+
+    /// <summary>Every option of <c>zmagic generate</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        if (RecipeArgs.Handles(args))
-        {
-            var recipe = RecipeArgs.Parse(args, out bool help);
-            if (help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-            return RecipeRunner.Run(recipe, stdout, stderr, ct);
-        }
-        if (SdGenerateCommand.Handles(args)) return SdGenerateCommand.Run(args, stdout, stderr, ct);
-        var p = ParsedArgs.Parse(args,
-            new[] { "preset", "weights", "condition", "method", "combiner", "cagrad-c", "steps", "seed", "samples", "batch", "device", "threads", "out" },
-            new[] { "quiet", "random-weights" });
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
-        var preset = Presets.Get(p.String("preset") ?? throw new UsageException("--preset is required (zmagic models lists them)."));
-        string? weights = p.String("weights");
-        bool random = p.Flag("random-weights");
+        public readonly Option<string> Preset = c.Declare(CommonOptions.Preset());
+        public readonly Option<string?> Weights = c.Declare(CliOptions.Text("--weights",
+            "checkpoint (.safetensors, .pt, .pth, .ckpt); default: the preset's embedded weights", null, "FILE", "-w"));
+        public readonly Option<bool> RandomWeights = c.Declare(CliOptions.Flag("--random-weights", "random (seeded) weights instead of a checkpoint: for trying the pipeline"));
+        public readonly Option<string[]> Condition = c.Declare(CliOptions.Repeatable("--condition",
+            "a condition NAME:key=value,... (repeatable, applied in the order given; default: none, which only --method unguided takes)", "SPEC", "-c"));
+        public readonly Option<string> Method = c.Declare(CliOptions.Choice("--method",
+            "vanilla (independent, FreeDoM-style), zmagic (sequential) or unguided", "zmagic", Methods, null, "-m"));
+        public readonly Option<string> Combiner = c.Declare(CliOptions.Choice("--combiner", "how task gradients combine (cagrad needs a guided method)", "sum", new[] { "sum", "cagrad" }));
+        public readonly Option<double> CAGradC = c.Declare(CliOptions.Double("--cagrad-c", "CAGrad's c (only with --combiner cagrad)", 0.5, "C"));
+        public readonly Option<int> Steps = c.Declare(CliOptions.Int("--steps", "sampler steps (at most the preset's training timesteps)", 50, 1, 1000, "K"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(0, "run seed; sample i depends only on (S, i)"));
+        public readonly Option<int> Samples = c.Declare(CommonOptions.Samples(8, 100_000));
+        public readonly Option<int> Batch = c.Declare(CliOptions.Int("--batch", "images per sampler call; without --batch, fewer when 8 do not fit in memory", 8, 1, 4096, "B"));
+        public readonly Option<string> Device = c.Declare(CommonOptions.Device());
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+        public readonly Option<string?> Out = c.Declare(CommonOptions.Out("zmagic-out"));
+        public readonly Option<bool> Quiet = c.Declare(CommonOptions.Quiet());
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var command = new Command("generate", Summary);
+        var options = new Options(command);
+        command.SetAction(r => Run(r, options, context));
+        // Details are built now, after the condition kinds have registered.
+        return command.WithHelp(Details, Examples);
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        context.CheckNumerics();
+        var preset = Presets.Get(p.GetValue(o.Preset)!);
+        string? weights = p.GetValue(o.Weights);
+        bool random = p.GetValue(o.RandomWeights);
         if (weights is not null && random) throw new UsageException("--weights and --random-weights contradict each other; give one.");
-        string method = p.Choice("method", "zmagic", "vanilla", "zmagic", "unguided");
-        string combinerName = p.Choice("combiner", "sum", "sum", "cagrad");
-        double c = p.Double("cagrad-c", 0.5);
-        if (p.Has("cagrad-c") && combinerName != "cagrad") throw new UsageException("--cagrad-c only applies with --combiner cagrad.");
+        string method = p.GetValue(o.Method)!;
+        string combinerName = p.GetValue(o.Combiner)!;
+        double c = p.GetValue(o.CAGradC);
+        if (p.IsGiven(o.CAGradC) && combinerName != "cagrad") throw new UsageException("--cagrad-c only applies with --combiner cagrad.");
         if (!(c >= 0)) throw new UsageException($"--cagrad-c must be non-negative; got {c}.");
-        var specs = p.All("condition").Select(ConditionSpec.Parse).ToList();
+        var specs = (p.GetValue(o.Condition) ?? Array.Empty<string>()).Select(ConditionSpec.Parse).ToList();
         if (method == "unguided" && specs.Count > 0) throw new UsageException("--method unguided ignores conditions; drop --condition or choose vanilla/zmagic.");
         if (method == "unguided" && combinerName != "sum") throw new UsageException("--combiner cagrad needs a guided method (vanilla or zmagic).");
         if (method != "unguided" && specs.Count == 0) throw new UsageException($"--method {method} needs at least one --condition.");
         int trainSteps = TrainSteps(preset);
-        int steps = p.Int("steps", 50, 1, trainSteps);
-        long seed = p.Long("seed", 0);
-        int samples = p.Int("samples", 8, 1, 100_000);
+        int steps = CliOptions.InRange(p.GetValue(o.Steps), 1, trainSteps, "--steps");
+        long seed = p.GetValue(o.Seed);
+        int samples = p.GetValue(o.Samples);
         // Without --batch, the default of 8 shrinks to what fits in memory; a --batch that cannot fit is an error.
-        int batch = p.Has("batch") ? p.Int("batch", 8, 1, 4096) : FittingBatch(preset, 8);
+        int batch = p.IsGiven(o.Batch) ? p.GetValue(o.Batch) : FittingBatch(preset, p.GetValue(o.Batch));
         CheckMemory(preset, Math.Min(batch, samples));
-        var device = ParseDevice(p.String("device") ?? "cpu");
-        App.SetThreads(p.Int("threads", 2, 1, 256));
+        var device = ParseDevice(p.GetValue(o.Device)!);
+        App.SetThreads(p.GetValue(o.Threads));
         if (weights is not null) RequireFile(weights, "--weights");
         // The output folder is checked (and its staging folder made) before anything is loaded or sampled.
-        using var run = RunFolder.Prepare(p.String("out") ?? "zmagic-out");
+        using var run = RunFolder.Prepare(p.GetValue(o.Out)!);
 
         using var resources = new ConditionResources();
         // Conditions first: a bad condition or reference image fails fast, before a large checkpoint is read.
@@ -102,7 +114,7 @@ public static class GenerateCommand
             var all = new List<Tensor>();
             var trace = new SamplingTrace();
             int done = 0, total = ((samples + batch - 1) / batch) * steps;
-            bool quiet = p.Flag("quiet");
+            bool quiet = p.GetValue(o.Quiet);
             var bar = new Demo.TextProgressBar(quiet ? null : stderr, total);
             for (int first = 0; first < samples; first += batch)
             {

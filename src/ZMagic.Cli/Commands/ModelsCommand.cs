@@ -1,45 +1,61 @@
+using System.CommandLine;
+using ZMagic.Cli.CommandLine;
+
 namespace ZMagic.Cli.Commands;
 
 /// <summary><c>zmagic models</c>: lists presets; <c>models check</c> checks a weights file against one.</summary>
 public static class ModelsCommand
 {
-    /// <summary>Help text.</summary>
-    public const string Help = """
-        Usage: zmagic models                          list the backbone presets
-               zmagic models check --preset NAME FILE check that FILE's keys and shapes fit preset NAME
+    private const string Summary = "List backbone presets; `models check --preset NAME FILE` checks a checkpoint against one";
 
-        `models check` reads only the file's header where it can (safetensors) and compares every key and shape with
-        the preset's network. Exit code 0 when the file fits; 3 with the reasons (missing, unexpected or mis-shaped
-        keys; unreadable file) when it does not; 2 for a bad command line (e.g. unknown preset).
+    private const string CheckDetails = """
+        Reads only the file's header where it can (safetensors) and compares every key and shape with the preset's
+        network. Exit code 0 when the file fits; 3 with the reasons (missing, unexpected or mis-shaped keys; unreadable
+        file) when it does not; 2 for a bad command line (e.g. unknown preset).
+        """;
 
+    private const string Examples = """
         Examples:
           zmagic models
           zmagic models check --preset celeba-hq-ddpm ~/models/celeba_hq.ckpt
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <summary>The arguments of <c>zmagic models check</c>: declared here once, read in <see cref="Check"/>.</summary>
+    private sealed class CheckOptions(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "preset" }, Array.Empty<string>());
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count == 0)
+        public readonly Option<string> Preset = c.Declare(CommonOptions.Preset("the preset FILE should fit"));
+        public readonly Argument<string> File = c.Declare(new Argument<string>("FILE") { Description = "the checkpoint (.safetensors, .pt, .pth, .ckpt)" });
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var check = new Command("check", "Check that FILE's keys and shapes fit preset NAME").WithHelp(CheckDetails, Examples);
+        var checkOptions = new CheckOptions(check);
+        check.SetAction(r => Check(r, checkOptions, context));
+        var command = new Command("models", Summary) { check }.WithHelp(null, Examples);
+        command.SetAction(_ => List(context.Out));
+        return command;
+    }
+
+    private static int List(TextWriter stdout)
+    {
+        stdout.WriteLine("Backbone presets:");
+        foreach (var preset in Presets.All)
         {
-            if (p.Has("preset")) throw new UsageException("--preset is only for `zmagic models check --preset NAME FILE`.");
-            stdout.WriteLine("Backbone presets:");
-            foreach (var preset in Presets.All)
-            {
-                stdout.WriteLine($"  {preset.Name,-16} {preset.Description}");
-                stdout.WriteLine($"  {"",-16} weights: {preset.Source}{(preset.Embedded is null ? "" : " (embedded; --weights optional)")}");
-            }
-            stdout.WriteLine();
-            stdout.WriteLine("Conditions (zmagic generate --condition):");
-            foreach (var k in ConditionRegistry.All) stdout.WriteLine($"  {k.Help}");
-            return ExitCodes.Ok;
+            stdout.WriteLine($"  {preset.Name,-16} {preset.Description}");
+            stdout.WriteLine($"  {"",-16} weights: {preset.Source}{(preset.Embedded is null ? "" : " (embedded; --weights optional)")}");
         }
-        if (p.Positionals[0] != "check") throw new UsageException($"Unknown models subcommand '{p.Positionals[0]}'; use `zmagic models` or `zmagic models check --preset NAME FILE`.");
-        if (p.Positionals.Count != 2) throw new UsageException("`zmagic models check` takes exactly one FILE.");
-        var presetToCheck = Presets.Get(p.String("preset") ?? throw new UsageException("`zmagic models check` needs --preset NAME."));
-        string file = p.Positionals[1];
+        stdout.WriteLine();
+        stdout.WriteLine("Conditions (zmagic generate --condition):");
+        foreach (var k in ConditionRegistry.All) stdout.WriteLine($"  {k.Help}");
+        return ExitCodes.Ok;
+    }
+
+    private static int Check(ParseResult p, CheckOptions o, CliContext context)
+    {
+        var (stdout, stderr) = (context.Out, context.Err);
+        var presetToCheck = Presets.Get(p.GetValue(o.Preset)!);
+        string file = p.GetValue(o.File)!;
         var problems = Presets.Check(presetToCheck, file);
         if (problems.Count == 0)
         {

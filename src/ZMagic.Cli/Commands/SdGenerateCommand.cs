@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using ZMagic.Cli.CommandLine;
 using TorchSharp;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
@@ -15,34 +17,17 @@ public static class SdGenerateCommand
     /// <summary>The preset name that selects this command.</summary>
     public const string Preset = "sd15";
 
-    /// <summary>Help text.</summary>
-    public static string Help => """
-        Usage: zmagic generate --preset sd15 --model DIR --prompt TEXT [--negative-prompt TEXT]
-                               [--style IMG] [--content IMG] [--vgg FILE] [--method vanilla|zmagic] [--combiner sum|cagrad]
-                               [--steps K] [--cfg S] [--size PX] [--guidance-scale F] [--seed S] [--samples N]
-                               [--device cpu|cuda|cuda:N] [--threads T] [--out DIR] [--quiet]
+    private const string Summary = "Generate images with Stable Diffusion 1.x (--preset sd15): a prompt plus style/content guidance";
 
+    private const string Details = """
         Stable Diffusion 1.x in latent space: DDIM with the model's scheduler config and classifier-free guidance for the
         prompt; style (Gram matrices of VGG features) and content (normalised VGG relu2_2) are energies of the
         VAE-decoded estimate. Z-Magic takes the CFG step as the proposal, evaluates style and content there and pulls
         them back with one vector-Jacobian product each, combined per latent channel by CAGrad; vanilla (FreeDoM)
         sums the independent gradients. Writes DIR/sample_NNN.png, DIR/trace.csv and DIR/trace.json.
+        """;
 
-        Options:
-          --model DIR          a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)
-          --prompt TEXT        the prompt (at most 75 tokens)
-          --style IMG          style reference image (needs --vgg)
-          --content IMG        content reference image (needs --vgg)
-          --vgg FILE           torchvision vgg16 weights (vgg16-397923af.pth or a .safetensors with features.N.* keys)
-          --method M           zmagic (default) or vanilla
-          --combiner C         cagrad (default for zmagic, per latent channel) or sum (default for vanilla)
-          --steps K            DDIM steps (default 50)
-          --cfg S              classifier-free guidance scale (default 7.5)
-          --guidance-scale F   step size as a fraction of the CFG correction's RMS (default 0.2, FreeDoM's)
-          --size PX            image side (default: the model's native size)
-          --seed S             seed (sample i depends only on S and i)
-          --samples N          number of images (default 1)
-
+    private const string Examples = """
         Example:
           zmagic generate --preset sd15 --model ./stable-diffusion-v1-5 --prompt "cat wearing glasses" \
               --style starry.png --vgg vgg16-397923af.pth --method zmagic --steps 50 --out out
@@ -51,43 +36,78 @@ public static class SdGenerateCommand
     /// <summary>Largest --size accepted at all (the memory check usually refuses less).</summary>
     public const int MaxSize = 2048;
 
+    /// <summary>Every option of <c>zmagic generate --preset sd15</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
+    {
+        public readonly Option<string> Preset = c.Declare(CommonOptions.Preset($"backbone preset: {SdGenerateCommand.Preset} for these options"));
+        public readonly Option<string> Model = c.Declare(CliOptions.RequiredText("--model",
+            "a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)", "DIR"));
+        public readonly Option<string> Prompt = c.Declare(CliOptions.RequiredText("--prompt", "the prompt (at most 75 tokens)", "TEXT"));
+        public readonly Option<string?> NegativePrompt = c.Declare(CliOptions.Text("--negative-prompt", "what to steer away from (default: none)", null, "TEXT"));
+        public readonly Option<string?> Style = c.Declare(CliOptions.Text("--style", "style reference image (needs --vgg; default: none)", null, "IMG"));
+        public readonly Option<string?> Content = c.Declare(CliOptions.Text("--content", "content reference image (needs --vgg; default: none)", null, "IMG"));
+        public readonly Option<string?> Vgg = c.Declare(CliOptions.Text("--vgg",
+            "torchvision vgg16 weights (vgg16-397923af.pth or a .safetensors with features.N.* keys; default: none)", null, "FILE"));
+        public readonly Option<string> Method = c.Declare(CliOptions.Choice("--method", "zmagic or vanilla", "zmagic", new[] { "vanilla", "zmagic" }, null, "-m"));
+        public readonly Option<string?> Combiner = c.Declare(CliOptions.OptionalChoice("--combiner",
+            "cagrad (per latent channel) or sum (default: cagrad with zmagic, sum with vanilla)", new[] { "sum", "cagrad" }));
+        public readonly Option<int> Steps = c.Declare(CliOptions.Int("--steps", "DDIM steps", 50, 1, 1000, "K"));
+        public readonly Option<double> Cfg = c.Declare(CliOptions.Double("--cfg", "classifier-free guidance scale", 7.5, "S"));
+        public readonly Option<double> GuidanceScale = c.Declare(CliOptions.Double("--guidance-scale",
+            "step size as a fraction of the CFG correction's RMS (FreeDoM's)", 0.2, "F"));
+        public readonly Option<int?> Size = c.Declare(CliOptions.OptionalInt("--size",
+            $"image side, a multiple of 8 (default: the model's native size)", 8, MaxSize, "PX"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(0, "seed (sample i depends only on S and i)"));
+        public readonly Option<int> Samples = c.Declare(CommonOptions.Samples(1, 10_000));
+        public readonly Option<string> Device = c.Declare(CommonOptions.Device());
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+        public readonly Option<string?> Out = c.Declare(CommonOptions.Out("zmagic-out"));
+        public readonly Option<bool> Quiet = c.Declare(CommonOptions.Quiet());
+    }
+
     /// <summary>Whether the arguments select the SD preset.</summary>
     public static bool Handles(IReadOnlyList<string> args)
     {
         for (int i = 0; i < args.Count; i++)
         {
-            if (args[i] == "--preset" && i + 1 < args.Count) return string.Equals(args[i + 1], Preset, StringComparison.OrdinalIgnoreCase);
-            if (args[i].StartsWith("--preset=", StringComparison.Ordinal)) return string.Equals(args[i][9..], Preset, StringComparison.OrdinalIgnoreCase);
+            if (args[i] is "--preset" or "-p" && i + 1 < args.Count) return string.Equals(args[i + 1], Preset, StringComparison.OrdinalIgnoreCase);
+            foreach (var prefix in new[] { "--preset=", "--preset:", "-p=", "-p:" })
+                if (args[i].StartsWith(prefix, StringComparison.Ordinal)) return string.Equals(args[i][prefix.Length..], Preset, StringComparison.OrdinalIgnoreCase);
         }
         return false;
     }
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>The <c>generate</c> command with the Stable Diffusion options (chosen when the arguments say <c>--preset sd15</c>).</summary>
+    internal static Command Create(CliContext context)
     {
-        var p = ParsedArgs.Parse(args,
-            new[] { "preset", "model", "prompt", "negative-prompt", "style", "content", "vgg", "method", "combiner", "steps", "cfg",
-                    "guidance-scale", "size", "seed", "samples", "device", "threads", "out" },
-            new[] { "quiet" });
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count > 0) throw new UsageException($"Unexpected argument '{p.Positionals[0]}'.");
-        string model = p.String("model") ?? throw new UsageException("--model DIR (a diffusers folder) is required for --preset sd15.");
-        string prompt = p.String("prompt") ?? throw new UsageException("--prompt is required for --preset sd15.");
-        string? style = p.String("style"), content = p.String("content"), vggPath = p.String("vgg");
+        var command = new Command("generate", Summary).WithHelp(Details, Examples);
+        var options = new Options(command);
+        command.SetAction(r => Run(r, options, context));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        context.CheckNumerics();
+        string model = p.GetValue(o.Model)!;
+        string prompt = p.GetValue(o.Prompt)!;
+        string? style = p.GetValue(o.Style), content = p.GetValue(o.Content), vggPath = p.GetValue(o.Vgg);
         if ((style is not null || content is not null) && vggPath is null)
             throw new UsageException("--style and --content need --vgg FILE (torchvision vgg16 weights).");
         if (vggPath is not null && style is null && content is null) throw new UsageException("--vgg is only used with --style or --content.");
-        string method = p.Choice("method", "zmagic", "vanilla", "zmagic");
-        string combinerName = p.Choice("combiner", method == "zmagic" ? "cagrad" : "sum", "sum", "cagrad");
-        int steps = p.Int("steps", 50, 1, 1000);
-        double cfg = p.Double("cfg", 7.5);
-        double fraction = p.Double("guidance-scale", 0.2);
-        int? size = p.Has("size") ? p.Int("size", 512, 8, MaxSize) : null;
+        string method = p.GetValue(o.Method)!;
+        string combinerName = p.GetValue(o.Combiner) ?? (method == "zmagic" ? "cagrad" : "sum");
+        int steps = p.GetValue(o.Steps);
+        double cfg = p.GetValue(o.Cfg);
+        double fraction = p.GetValue(o.GuidanceScale);
+        int? size = p.GetValue(o.Size);
         if (size is int sz && sz % 8 != 0) throw new UsageException($"--size must be a multiple of 8 (the VAE's downsampling factor); got {sz}.");
-        long seed = p.Long("seed", 0);
-        int samples = p.Int("samples", 1, 1, 10_000);
-        var device = GenerateCommand.ParseDevice(p.String("device") ?? "cpu");
-        App.SetThreads(p.Int("threads", 2, 1, 256));
+        long seed = p.GetValue(o.Seed);
+        int samples = p.GetValue(o.Samples);
+        var device = GenerateCommand.ParseDevice(p.GetValue(o.Device)!);
+        App.SetThreads(p.GetValue(o.Threads));
+        string? negative = p.GetValue(o.NegativePrompt);
         if (!Directory.Exists(model)) throw new InputException($"--model '{model}' is not a folder (expected a diffusers Stable Diffusion folder).");
         if (style is not null) GenerateCommand.RequireFile(style, "--style");
         if (content is not null) GenerateCommand.RequireFile(content, "--content");
@@ -96,9 +116,9 @@ public static class SdGenerateCommand
         int pixels = size ?? nativeSize;
         CheckMemory(model, pixels, guided: style is not null || content is not null, sizeGiven: size is not null);
         CheckPrompt(model, prompt, "--prompt");
-        if (p.String("negative-prompt") is { } negative) CheckPrompt(model, negative, "--negative-prompt");
+        if (negative is not null) CheckPrompt(model, negative, "--negative-prompt");
         // The output folder is checked (and its staging folder made) before the model is loaded.
-        using var run = RunFolder.Prepare(p.String("out") ?? "zmagic-out");
+        using var run = RunFolder.Prepare(p.GetValue(o.Out)!);
         // References are read (through the hardened reader) before gigabytes of weights are loaded.
         using var styleRef = style is null ? null : CliImages.ReadReference(style, "--style", 3, pixels);
         using var contentRef = content is null ? null : CliImages.ReadReference(content, "--content", 3, pixels);
@@ -138,14 +158,14 @@ public static class SdGenerateCommand
                     }
                 }
                 var generator = new StableDiffusionGenerator(sd);
-                var bar = new Demo.TextProgressBar(p.Flag("quiet") ? null : stderr, samples * steps);
+                var bar = new Demo.TextProgressBar(p.GetValue(o.Quiet) ? null : stderr, samples * steps);
                 var trace = new SamplingTrace();
                 for (int i = 0; i < samples; i++)
                 {
                     var request = new StableDiffusionRequest
                     {
                         Prompt = prompt,
-                        NegativePrompt = p.String("negative-prompt") ?? "",
+                        NegativePrompt = negative ?? "",
                         Steps = steps,
                         GuidanceScale = cfg,
                         Size = pixels,

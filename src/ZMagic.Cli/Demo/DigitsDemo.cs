@@ -1,8 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
-using System.Text;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using TorchSharp;
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
@@ -12,25 +8,95 @@ using static TorchSharp.torch;
 
 namespace ZMagic.Cli.Demo;
 
-/// <summary>Per-method outcome of the demo.</summary>
-public sealed record MethodResult(string Key, string Strategy, string Combiner, IReadOnlyList<DigitScore> Scores, double SecondsPerImage, SamplingTrace Trace)
+/// <summary>One method at one guidance scale and step count: what the judge and the conditions say about its samples.</summary>
+/// <param name="Method">Key (unguided, vanilla, zmagic, zmagic_cagrad).</param>
+/// <param name="Scale">Multiplier of every condition's scale (0 for unguided).</param>
+/// <param name="Steps">Sampler steps.</param>
+/// <param name="Scores">Per-sample class, ink and style verdicts.</param>
+/// <param name="FinalEnergies">Per condition, the energy of every final sample ([K][N]).</param>
+/// <param name="SecondsPerImage">Wall time per sample.</param>
+/// <param name="Cosines">Cosines between the conditions' gradients over all steps and batches (pairs pooled).</param>
+/// <param name="Trace">The trace of the first batch.</param>
+public sealed record SweepPoint(string Method, double Scale, int Steps, IReadOnlyList<DigitScore> Scores, double[][] FinalEnergies,
+    double SecondsPerImage, IReadOnlyList<double> Cosines, SamplingTrace Trace)
 {
-    /// <summary>Fraction of samples meeting all three conditions.</summary>
-    public double Joint => Scores.Count(s => s.Joint) / (double)Scores.Count;
+    /// <summary>Samples meeting all three conditions.</summary>
+    public Proportion Joint => Proportion.Of(Scores, s => s.Joint);
 
-    /// <summary>Judge accuracy for the class.</summary>
-    public double ClassRate => Scores.Count(s => s.ClassOk) / (double)Scores.Count;
+    /// <summary>Judged class is the target.</summary>
+    public Proportion Class => Proportion.Of(Scores, s => s.ClassOk);
 
-    /// <summary>Thickness within tolerance.</summary>
-    public double InkRate => Scores.Count(s => s.InkOk) / (double)Scores.Count;
+    /// <summary>Ink within tolerance.</summary>
+    public Proportion Thickness => Proportion.Of(Scores, s => s.InkOk);
 
     /// <summary>Style distance under the threshold.</summary>
-    public double StyleRate => Scores.Count(s => s.StyleOk) / (double)Scores.Count;
+    public Proportion Style => Proportion.Of(Scores, s => s.StyleOk);
+
+    /// <summary>Mean final energy of condition <paramref name="k"/> with its 95 % confidence half-width.</summary>
+    public (double Mean, double HalfWidth) Energy(int k) => MeanCi(FinalEnergies[k]);
+
+    /// <summary>Mean and 95 % half-width (1.96 standard errors) of a sample.</summary>
+    public static (double Mean, double HalfWidth) MeanCi(IReadOnlyList<double> xs)
+    {
+        if (xs.Count == 0) return (double.NaN, double.NaN);
+        double m = xs.Average();
+        if (xs.Count < 2) return (m, double.NaN);
+        double var = xs.Sum(x => (x - m) * (x - m)) / (xs.Count - 1);
+        return (m, 1.96 * Math.Sqrt(var / xs.Count));
+    }
+}
+
+/// <summary>A success rate with its 95 % Wilson score interval.</summary>
+/// <param name="Successes">Successes.</param>
+/// <param name="Trials">Trials.</param>
+public readonly record struct Proportion(int Successes, int Trials)
+{
+    /// <summary>Successes / trials.</summary>
+    public double Rate => Trials == 0 ? double.NaN : Successes / (double)Trials;
+
+    /// <summary>Lower end of the 95 % Wilson interval.</summary>
+    public double Low => Wilson(-1);
+
+    /// <summary>Upper end of the 95 % Wilson interval.</summary>
+    public double High => Wilson(+1);
+
+    /// <summary>Counts the items meeting <paramref name="ok"/>.</summary>
+    public static Proportion Of<T>(IReadOnlyCollection<T> items, Func<T, bool> ok) => new(items.Count(ok), items.Count);
+
+    private double Wilson(int sign)
+    {
+        if (Trials == 0) return double.NaN;
+        const double z = 1.959963984540054;
+        double n = Trials, p = Rate, z2 = z * z;
+        double centre = (p + z2 / (2 * n)) / (1 + z2 / n);
+        double half = z * Math.Sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n);
+        return Math.Clamp(centre + sign * half, 0, 1);
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => FormattableString.Invariant($"{Rate * 100:F1} % [{Low * 100:F1}, {High * 100:F1}]");
+}
+
+/// <summary>Everything the demo measured.</summary>
+/// <param name="Unguided">Unguided samples (the prior alone).</param>
+/// <param name="Sweep">Every guided method at every scale of the shared grid, equal steps.</param>
+/// <param name="TimeCurve">Each guided method at its best scale and other step counts (equal wall time).</param>
+/// <param name="ConditionNames">Names of the conditions in Z-Magic's order.</param>
+/// <param name="ReferenceLabel">Class of the style reference.</param>
+/// <param name="ReferenceInk">Ink mass of the style reference.</param>
+public sealed record DemoResult(SweepPoint? Unguided, IReadOnlyList<SweepPoint> Sweep, IReadOnlyList<SweepPoint> TimeCurve,
+    IReadOnlyList<string> ConditionNames, int ReferenceLabel, double ReferenceInk)
+{
+    /// <summary>The point of <paramref name="method"/> with the highest joint success (ties: the smaller scale).</summary>
+    public SweepPoint? Best(string method) => Sweep.Where(p => p.Method == method)
+        .OrderByDescending(p => p.Joint.Rate).ThenBy(p => p.Scale).FirstOrDefault();
 }
 
 /// <summary>
-/// The digits demo: one request (class + thickness + style), the same seeds and step budget for unguided, Vanilla
-/// (FreeDoM-style independent guidance), Z-Magic and Z-Magic + CAGrad; pictures, plots and a report.
+/// The digits demo: one request whose three conditions pull against each other (class 3, thick strokes, the style of a
+/// thin 7), unguided sampling, Vanilla (FreeDoM-style independent guidance), Z-Magic and Z-Magic + CAGrad at the same
+/// seeds, swept over one grid of guidance scales at equal steps, then at each method's best scale over several step
+/// counts (equal wall time); pictures, plots, confidence intervals and a report.
 /// </summary>
 public sealed class DigitsDemo
 {
@@ -39,94 +105,147 @@ public sealed class DigitsDemo
     /// <summary>Creates the demo.</summary>
     public DigitsDemo(DemoOptions options) => _o = options ?? throw new ArgumentNullException(nameof(options));
 
-    /// <summary>Runs every method and writes DIR/{method}.png, plots, report.md, report.json and traces.</summary>
+    /// <summary>Runs everything and writes the pictures, plots, report.md, report.json and traces to the output folder.</summary>
     /// <param name="status">Progress lines (stderr); null for silence.</param>
     /// <param name="ct">Cancellation: stops between steps; nothing partial is left in the output folder.</param>
-    public IReadOnlyList<MethodResult> Run(TextWriter? status, CancellationToken ct)
+    public DemoResult Run(TextWriter? status, CancellationToken ct)
     {
         // The output folder is checked before anything is loaded; the run is written to a staging folder and published
         // with a rename, so the folder holds the previous run or this one, never a mix.
         using var run = RunFolder.Prepare(_o.OutDir);
-        // x0 clipping keeps the small prior's trajectories in range (DDPM's clip_denoised).
-        using var prior = new X0ClippingDenoiser(DigitsModels.LoadPrior());
+        var raw = DigitsModels.LoadPrior();
+        IDenoiser prior = _o.ClipX0 ? new X0ClippingDenoiser(raw) : raw;
         using var guide = DigitsModels.LoadGuide();
         using var judge = DigitsModels.LoadJudge();
         var (heldImages, heldLabels) = DigitsModels.LoadHeldOut();
-        if (_o.ReferenceIndex < 0 || _o.ReferenceIndex >= heldImages.shape[0])
-            throw new UsageException($"--reference must be in [0, {heldImages.shape[0] - 1}]; got {_o.ReferenceIndex}.");
-        var reference = heldImages[_o.ReferenceIndex].unsqueeze(0);
-        int referenceLabel = (int)heldLabels[_o.ReferenceIndex].item<long>();
-
-        var conditions = BuildConditions(guide, reference);
-        var style = (DigitStyleCondition)conditions[2];
-        var evaluator = new DigitsEvaluator(judge, style, new DigitsCriteria(_o.TargetClass, _o.TargetInk, _o.InkTolerance, _o.StyleThreshold));
-
-        string staging = run.Staging;
-        var results = new List<MethodResult>();
         try
         {
+            if (_o.ReferenceIndex < 0 || _o.ReferenceIndex >= heldImages.shape[0])
+                throw new UsageException($"--reference must be in [0, {heldImages.shape[0] - 1}]; got {_o.ReferenceIndex}.");
+            using var reference = heldImages[_o.ReferenceIndex].unsqueeze(0);
+            int referenceLabel = (int)heldLabels[_o.ReferenceIndex].item<long>();
+            double referenceInk = StrokeThicknessCondition.Ink(reference).item<float>();
+            var names = BuildConditions(guide, reference, 1).Select(c => c.Name).ToList();
+            var evaluator = new DigitsEvaluator(judge, (DigitStyleCondition)BuildConditions(guide, reference, 1)[2],
+                new DigitsCriteria(_o.TargetClass, _o.TargetInk, _o.InkTolerance, _o.StyleThreshold));
+
+            var guided = _o.Methods.Where(m => m != "unguided").ToList();
+            int batches = (_o.Samples + _o.Batch - 1) / _o.Batch;
+            int extraSteps = _o.TimeSteps.Where(s => s != _o.Steps).Sum();
+            int total = batches * ((_o.Methods.Contains("unguided") ? _o.Steps : 0) + guided.Count * (_o.Sweep.Count * _o.Steps + extraSteps));
+            var bar = new TextProgressBar(status, total);
             var sampler = new ConditionalSampler(prior);
-            int totalSteps = _o.Methods.Count * _o.Steps * ((_o.Samples + _o.Batch - 1) / _o.Batch);
-            var bar = new TextProgressBar(status, totalSteps);
-            foreach (var key in _o.Methods)
+            var pictures = new Dictionary<string, Tensor>();
+            try
             {
-                ct.ThrowIfCancellationRequested();
-                var (strategy, combiner) = MethodOf(key);
-                var images = new List<Tensor>();
-                var traces = new List<SamplingTrace>();
-                var sw = Stopwatch.StartNew();
-                for (int first = 0; first < _o.Samples; first += _o.Batch)
+                SweepPoint Point(string method, double scale, int steps, bool keepPicture)
                 {
-                    int n = Math.Min(_o.Batch, _o.Samples - first);
-                    var options = new SamplerOptions
-                    {
-                        Steps = _o.Steps,
-                        Seed = _o.Seed,
-                        BatchSize = n,
-                        FirstItem = first,
-                        Strategy = strategy,
-                        Combiner = combiner,
-                    };
-                    var progress = new SyncProgress<SamplingProgress>(p => bar.Advance(key));
-                    using var result = sampler.Sample(key == "unguided" ? Array.Empty<IGuidanceCondition>() : conditions, options, progress, ct);
-                    images.Add(result.Images.detach().clone());
-                    traces.Add(result.Trace);
+                    var conditions = method == "unguided" ? Array.Empty<IGuidanceCondition>() : BuildConditions(guide, reference, scale);
+                    var p = RunPoint(sampler, method, scale, steps, conditions, guide, reference, evaluator, bar, keepPicture ? pictures : null, ct);
+                    bar.Note(FormattableString.Invariant(
+                        $"{method,-14} x{scale,-5:G3} {steps,3} steps  joint {p.Joint.Rate:P0}  class {p.Class.Rate:P0}  thickness {p.Thickness.Rate:P0}  style {p.Style.Rate:P0}  {p.SecondsPerImage:F3} s/image"));
+                    return p;
                 }
-                double secondsPerImage = sw.Elapsed.TotalSeconds / _o.Samples;
-                using var all = torch.cat(images, 0);
-                foreach (var t in images) t.Dispose();
-                var scores = evaluator.Score(all);
-                var mr = new MethodResult(key, traces[0].Strategy, traces[0].Combiner, scores, secondsPerImage, traces[0]);
-                results.Add(mr);
-                CliImages.WriteGrid(all, Path.Combine(staging, key + ".png"), columns: Math.Min(8, _o.Samples), scale: 3, ct: ct);
-                CliImages.WriteText(Path.Combine(staging, "trace_" + key + ".csv"), traces[0].ToCsv(), ct);
-                status?.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"\r{key,-14} joint {mr.Joint:P0}  class {mr.ClassRate:P0}  thickness {mr.InkRate:P0}  style {mr.StyleRate:P0}  {secondsPerImage:F2} s/image        "));
+
+                double pictureScale = _o.Sweep.OrderBy(s => Math.Abs(Math.Log(s))).First();
+                SweepPoint? unguided = _o.Methods.Contains("unguided") ? Point("unguided", 0, _o.Steps, true) : null;
+                var sweep = new List<SweepPoint>();
+                foreach (var method in guided)
+                    foreach (var scale in _o.Sweep)
+                        sweep.Add(Point(method, scale, _o.Steps, scale == pictureScale));
+                var partial = new DemoResult(unguided, sweep, Array.Empty<SweepPoint>(), names, referenceLabel, referenceInk);
+                var timeCurve = new List<SweepPoint>();
+                foreach (var method in guided)
+                {
+                    var best = partial.Best(method)!;
+                    timeCurve.Add(best);
+                    foreach (int steps in _o.TimeSteps.Where(s => s != _o.Steps))
+                        timeCurve.Add(Point(method, best.Scale, steps, false));
+                }
+                bar.Done();
+                var result = partial with { TimeCurve = timeCurve };
+
+                string staging = run.Staging;
+                foreach (var (key, images) in pictures)
+                    CliImages.WriteGrid(images, Path.Combine(staging, key + ".png"), columns: Math.Min(8, (int)images.shape[0]), scale: 3, ct: ct);
+                CliImages.WriteGrid(reference, Path.Combine(staging, "reference.png"), 1, scale: 4, ct: ct);
+                foreach (var p in sweep.Where(p => p.Scale == pictureScale).Prepend(unguided).OfType<SweepPoint>())
+                    CliImages.WriteText(Path.Combine(staging, "trace_" + p.Method + ".csv"), p.Trace.ToCsv(), ct);
+                DemoPlots.Write(result, pictureScale, staging);
+                var report = new DemoReport(_o, result, pictureScale);
+                CliImages.WriteText(Path.Combine(staging, "report.json"), report.Json(), ct);
+                CliImages.WriteText(Path.Combine(staging, "report.md"), report.Markdown(), ct);
+                run.Publish(ct);
+                return result;
             }
-            bar.Done();
-            CliImages.WriteGrid(reference, Path.Combine(staging, "reference.png"), 1, scale: 4, ct: ct);
-            DemoPlots.Write(results, conditions.Select(c => c.Name).ToList(), staging);
-            var json = ReportJson(results, referenceLabel);
-            CliImages.WriteText(Path.Combine(staging, "report.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }), ct);
-            CliImages.WriteText(Path.Combine(staging, "report.md"), ReportMarkdown(results, referenceLabel), ct);
-            run.Publish(ct);
+            finally
+            {
+                foreach (var t in pictures.Values) t.Dispose();
+            }
         }
         finally
         {
             heldImages.Dispose();
             heldLabels.Dispose();
-            reference.Dispose();
             if (prior is IDisposable d) d.Dispose();
         }
-        return results;
     }
 
-    /// <summary>The three conditions in Z-Magic's order: class first, then thickness, then style.</summary>
-    public IReadOnlyList<IGuidanceCondition> BuildConditions(GuideClassifier guide, Tensor reference) => new IGuidanceCondition[]
+    private SweepPoint RunPoint(ConditionalSampler sampler, string method, double scale, int steps, IReadOnlyList<IGuidanceCondition> conditions,
+        GuideClassifier guide, Tensor reference, DigitsEvaluator evaluator, TextProgressBar bar, Dictionary<string, Tensor>? pictures, CancellationToken ct)
     {
-        new DigitClassCondition(guide, _o.TargetClass, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.ClassScale))),
-        new StrokeThicknessCondition(_o.TargetInk, _o.InkTolerance, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.ThicknessScale))),
-        new DigitStyleCondition(guide, reference, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.StyleScale))),
+        var (strategy, combiner) = MethodOf(method);
+        var images = new List<Tensor>();
+        var cosines = new List<double>();
+        SamplingTrace? first = null;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            for (int item = 0; item < _o.Samples; item += _o.Batch)
+            {
+                ct.ThrowIfCancellationRequested();
+                var options = new SamplerOptions
+                {
+                    Steps = steps, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples - item), FirstItem = item,
+                    Strategy = strategy, Combiner = combiner,
+                };
+                var progress = new SyncProgress<SamplingProgress>(_ => bar.Advance(method));
+                using var result = sampler.Sample(conditions, options, progress, ct);
+                images.Add(result.Images.detach().clamp(-1, 1));
+                first ??= result.Trace;
+                foreach (var s in result.Trace.Steps)
+                    if (s.GradientCosines is { } c)
+                        for (int i = 0; i < c.Length; i++)
+                            for (int j = i + 1; j < c[i].Length; j++)
+                                if (double.IsFinite(c[i][j])) cosines.Add(c[i][j]);
+            }
+            double secondsPerImage = sw.Elapsed.TotalSeconds / _o.Samples;
+            using var all = torch.cat(images, 0);
+            var scores = evaluator.Score(all);
+            // Every condition's energy on the final samples, also for methods that did not use it (unguided).
+            var energies = BuildConditions(guide, reference, 1).Select(c => FinalEnergy(c, all)).ToArray();
+            if (pictures is not null) pictures[method] = all[..Math.Min(64, _o.Samples)].detach().clone();
+            return new SweepPoint(method, scale, steps, scores, energies, secondsPerImage, cosines, first!);
+        }
+        finally
+        {
+            foreach (var t in images) t.Dispose();
+        }
+    }
+
+    private static double[] FinalEnergy(IGuidanceCondition condition, Tensor images)
+    {
+        using var _ = no_grad();
+        using var e = condition.Energy(images);
+        return e.to(ScalarType.Float64).data<double>().ToArray();
+    }
+
+    /// <summary>The three conditions in Z-Magic's order (class, thickness, style), each scale multiplied by <paramref name="scale"/>.</summary>
+    public IReadOnlyList<IGuidanceCondition> BuildConditions(GuideClassifier guide, Tensor reference, double scale) => new IGuidanceCondition[]
+    {
+        new DigitClassCondition(guide, _o.TargetClass, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.ClassScale * scale))),
+        new StrokeThicknessCondition(_o.TargetInk, _o.InkTolerance, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.ThicknessScale * scale))),
+        new DigitStyleCondition(guide, reference, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.StyleScale * scale))),
     };
 
     private (IGuidanceStrategy Strategy, IGradientCombiner Combiner) MethodOf(string key) => key switch
@@ -139,87 +258,6 @@ public sealed class DigitsDemo
         "zmagic_cagrad" => (new ZMagicStrategy(new ZMagicOptions()), new CAGradCombiner(_o.CAGradC)),
         _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
     };
-
-    private JsonObject ReportJson(IReadOnlyList<MethodResult> results, int referenceLabel)
-    {
-        var root = new JsonObject();
-        foreach (var r in results)
-        {
-            var steps = r.Trace.Steps;
-            root[r.Key] = new JsonObject
-            {
-                ["joint_success"] = r.Joint,
-                ["class_success"] = r.ClassRate,
-                ["thickness_success"] = r.InkRate,
-                ["style_success"] = r.StyleRate,
-                ["seconds_per_image"] = r.SecondsPerImage,
-                ["mean_ink"] = r.Scores.Average(s => s.Ink),
-                ["mean_style_distance"] = r.Scores.Average(s => s.StyleDistance),
-                ["median_style_distance"] = Median(r.Scores.Select(s => s.StyleDistance)),
-                ["samples"] = r.Scores.Count,
-                ["strategy"] = r.Strategy,
-                ["combiner"] = r.Combiner,
-                ["forwards_per_step"] = steps.Count == 0 ? 0 : steps.Average(s => s.Passes.DenoiserForwards),
-                ["backwards_per_step"] = steps.Count == 0 ? 0 : steps.Average(s => s.Passes.DenoiserBackwards + s.Passes.Vjps),
-                ["judged_classes"] = new JsonArray(r.Scores.Select(s => (JsonNode)s.JudgedClass).ToArray()),
-            };
-        }
-        root["request"] = new JsonObject
-        {
-            ["target_class"] = _o.TargetClass,
-            ["target_ink"] = _o.TargetInk,
-            ["ink_tolerance"] = _o.InkTolerance,
-            ["style_reference_index"] = _o.ReferenceIndex,
-            ["style_reference_class"] = referenceLabel,
-            ["style_threshold"] = _o.StyleThreshold,
-            ["scales"] = new JsonObject { ["class"] = _o.ClassScale, ["thickness"] = _o.ThicknessScale, ["style"] = _o.StyleScale },
-            ["cagrad_c"] = _o.CAGradC,
-            ["steps"] = _o.Steps,
-            ["samples"] = _o.Samples,
-            ["seed"] = _o.Seed,
-        };
-        return root;
-    }
-
-    private static double Median(IEnumerable<double> xs)
-    {
-        var a = xs.Order().ToArray();
-        return a.Length == 0 ? double.NaN : a.Length % 2 == 1 ? a[a.Length / 2] : 0.5 * (a[a.Length / 2 - 1] + a[a.Length / 2]);
-    }
-
-    private string ReportMarkdown(IReadOnlyList<MethodResult> results, int referenceLabel)
-    {
-        var ci = CultureInfo.InvariantCulture;
-        var sb = new StringBuilder();
-        sb.AppendLine("# ZMagic digits demo");
-        sb.AppendLine();
-        sb.AppendLine(string.Create(ci, $"Request: digit **{_o.TargetClass}**, ink mass **{_o.TargetInk:F3} ± {_o.InkTolerance:F3}** (thick strokes; MNIST averages about 0.10), style of held-out digit #{_o.ReferenceIndex} (a {referenceLabel}; `reference.png`) with Gram distance ≤ {_o.StyleThreshold:G3}."));
-        sb.AppendLine(string.Create(ci, $"{_o.Samples} samples per method, seed {_o.Seed}, {_o.Steps} sampler steps (FreeDoM eta step, eta 0.5) for every method; the same initial noise for every method."));
-        sb.AppendLine("Class success is judged by the *judge* classifier (another architecture and seed, never used for guidance).");
-        sb.AppendLine();
-        sb.AppendLine("| method | joint success | class (judge) | thickness | style | mean ink | median style distance | forwards/step | backwards/step | s/image |");
-        sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
-        foreach (var r in results)
-        {
-            var steps = r.Trace.Steps;
-            double f = steps.Count == 0 ? 0 : steps.Average(s => s.Passes.DenoiserForwards);
-            double b = steps.Count == 0 ? 0 : steps.Average(s => s.Passes.DenoiserBackwards + s.Passes.Vjps);
-            sb.AppendLine(string.Create(ci, $"| {r.Key} | {r.Joint:P0} | {r.ClassRate:P0} | {r.InkRate:P0} | {r.StyleRate:P0} | {r.Scores.Average(s => s.Ink):F3} | {Median(r.Scores.Select(s => s.StyleDistance)):G3} | {f:F1} | {b:F1} | {r.SecondsPerImage:F2} |"));
-        }
-        sb.AppendLine();
-        sb.AppendLine("Pictures: `unguided.png`, `vanilla.png`, `zmagic.png`, `zmagic_cagrad.png` (same seeds, same positions).");
-        sb.AppendLine("Plots: `energies.png` (per-step energy of each condition, Vanilla vs Z-Magic; the paper's Fig. 3) and");
-        sb.AppendLine("`cosines.png` (cosine between the conditions' gradients per step; the paper's Fig. 1). Traces: `trace_*.csv`.");
-        var v = results.FirstOrDefault(r => r.Key == "vanilla");
-        var z = results.FirstOrDefault(r => r.Key == "zmagic_cagrad") ?? results.FirstOrDefault(r => r.Key == "zmagic");
-        if (v is not null && z is not null)
-        {
-            sb.AppendLine();
-            string verdict = z.Joint > v.Joint ? "higher than" : z.Joint < v.Joint ? "lower than" : "equal to";
-            sb.AppendLine(string.Create(ci, $"At equal step budget, {z.Key}'s joint success ({z.Joint:P0}) is {verdict} Vanilla's ({v.Joint:P0}) on this run; Z-Magic spends more network passes per step (see the table), so its seconds per image are higher."));
-        }
-        return sb.ToString();
-    }
 }
 
 /// <summary>An IProgress that runs its action synchronously on the reporting thread.</summary>
@@ -229,11 +267,15 @@ public sealed class SyncProgress<T>(Action<T> action) : IProgress<T>
     public void Report(T value) => action(value);
 }
 
-/// <summary>A one-line text progress bar on stderr.</summary>
-public sealed class TextProgressBar(TextWriter? writer, int total)
+/// <summary>
+/// A progress bar (<c>[####......] 12/100 zmagic eta 30s</c>) on a <see cref="StatusLine"/>: redrawn in place on a
+/// terminal, whole lines now and then (no <c>\r</c>) when stderr is a file or pipe.
+/// </summary>
+public sealed class TextProgressBar(TextWriter? writer, int total, bool? interactive = null)
 {
     private int _done;
     private readonly Stopwatch _sw = Stopwatch.StartNew();
+    private readonly StatusLine _line = new(writer, interactive);
 
     /// <summary>One step done.</summary>
     public void Advance(string label)
@@ -245,9 +287,13 @@ public sealed class TextProgressBar(TextWriter? writer, int total)
         int all = Math.Max(total, _done);
         int filled = Math.Clamp((int)Math.Round(width * (double)_done / all), 0, width);
         double eta = _sw.Elapsed.TotalSeconds / _done * (all - _done);
-        writer.Write(string.Create(CultureInfo.InvariantCulture, $"\r[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s   "));
+        _line.Update(FormattableString.Invariant($"[{new string('#', filled)}{new string('.', width - filled)}] {_done}/{all} {label,-14} eta {eta:F0}s"),
+            (double)_done / all);
     }
 
+    /// <summary>Writes a result line of its own (never a <c>\r</c> frame when stderr is not a terminal).</summary>
+    public void Note(string text) => _line.Note(text);
+
     /// <summary>Ends the line.</summary>
-    public void Done() => writer?.WriteLine();
+    public void Done() => _line.End();
 }

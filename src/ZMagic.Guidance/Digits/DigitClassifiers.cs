@@ -81,14 +81,19 @@ public sealed class JudgeClassifier : Module<Tensor, Tensor>
     }
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor input)
+    public override Tensor forward(Tensor input) => f2.forward(drop.forward(Features(input)));
+
+    /// <summary>
+    /// The judge's 120 penultimate features (after the ReLU, before dropout) of [B, 1, 32, 32] images: the feature
+    /// space of the prior's Frechet distance (<see cref="DigitsPriorEvaluation"/>).
+    /// </summary>
+    public Tensor Features(Tensor input)
     {
         ArgumentNullException.ThrowIfNull(input);
         if (input.dim() != 4 || input.shape[1] != 1 || input.shape[2] != MnistData.Size || input.shape[3] != MnistData.Size)
             throw new ArgumentException($"Digit classifiers take [B, 1, {MnistData.Size}, {MnistData.Size}]; got [{string.Join(", ", input.shape)}].", nameof(input));
         var h = functional.max_pool2d(functional.relu(c1.forward(input)), 2);
         h = functional.max_pool2d(functional.relu(c2.forward(h)), 2).flatten(1);
-        h = drop.forward(functional.relu(f1.forward(h)));
-        return f2.forward(h);
+        return functional.relu(f1.forward(h));
     }
 }

@@ -34,12 +34,19 @@ public static class DigitsModels
     };
 
     /// <summary>The embedded prior as a 1-channel 32x32 denoiser (float32, CPU, eval mode).</summary>
-    public static DigitsDenoiser LoadPrior()
+    public static DigitsDenoiser LoadPrior() => LoadPrior(null);
+
+    /// <summary>A digits prior from a safetensors file written by <c>zmagic train digits</c> (null: the embedded one).</summary>
+    /// <exception cref="Core.IO.CheckpointFormatException">The file is not a prior of <see cref="PriorConfig"/>.</exception>
+    public static DigitsDenoiser LoadPrior(string? path)
     {
         var inner = new DdpmDenoiser(PriorConfig);
         try
         {
-            inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), "embedded:" + DigitsWeights.PriorResource);
+            if (path is null)
+                inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), "embedded:" + DigitsWeights.PriorResource);
+            else
+                inner.LoadStateDict(Core.IO.SafeTensors.Load(path), path);
             Freeze(inner.Module);
             return new DigitsDenoiser(inner);
         }

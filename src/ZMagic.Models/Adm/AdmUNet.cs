@@ -121,44 +121,20 @@ public sealed class AdmUNet : nn.Module<Tensor, Tensor, Tensor>
 
     /// <summary>
     /// The reference <c>timestep_embedding(t, dim, max_period)</c>: <c>cat(cos(t f), sin(t f))</c> with
-    /// <c>f_k = exp(-ln(max_period) k / half)</c>, in float32; odd dims get a zero column (zero-initialised here). The float32
-    /// exp/cos/sin round as PyTorch's SLEEF CPU kernels do (the same kernels that reproduce the DDPM reference sinusoid bit for
-    /// bit); computed on the host (a constant for autograd).
+    /// <c>f = exp(-ln(max_period) * arange(half) / half)</c>, in float32, as torch ops on the device of <paramref name="t"/> (no
+    /// copy to the host); odd dims get a zero column. The float32 steps are the reference's, so the result differs from it only
+    /// by the device's exp/sin/cos rounding (about an ulp).
     /// </summary>
     /// <param name="t">Timesteps [N] (may be fractional).</param>
     /// <param name="dim">Embedding width.</param>
     /// <param name="maxPeriod">Controls the minimum frequency.</param>
+    /// <returns>A float32 [N, dim] tensor on the device of <paramref name="t"/>.</returns>
     public static Tensor TimestepEmbedding(Tensor t, int dim, double maxPeriod = 10000)
     {
         ArgumentNullException.ThrowIfNull(t);
         if (t.dim() != 1) throw new ArgumentException($"Timesteps must be 1-D [N]; got shape [{string.Join(", ", t.shape)}].", nameof(t));
         if (dim < 2) throw new ArgumentOutOfRangeException(nameof(dim), dim, "The timestep embedding needs at least 2 channels.");
-        int half = dim / 2;
-        // freqs = exp(-ln(max_period) * arange(half, float32) / half): float32 product, float32 division, SLEEF exp rounding
-        // (whole pairs of 8-lane vectors; the scalar tail uses std::exp), as PyTorch's CPU kernels compute it.
-        float minusLog = (float)-Math.Log(maxPeriod);
-        int vecEnd = half / (2 * SleefTrigF.Lanes) * (2 * SleefTrigF.Lanes);
-        var freqs = new float[half];
-        for (int k = 0; k < half; k++)
-        {
-            float a = k * minusLog / half;
-            freqs[k] = k < vecEnd ? SleefExpF.Exp(a) : (float)Math.Exp(a);
-        }
-        float[] tf;
-        using (var tc = t.detach().to(ScalarType.Float32).cpu()) tf = tc.data<float>().ToArray();
-        int n = tf.Length;
-        var args = new float[n * half];
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < half; k++) args[i * half + k] = tf[i] * freqs[k];
-        var cos = SleefTrigF.Cos(args);
-        var sin = SleefTrigF.Sin(args);
-        var emb = new float[n * dim];
-        for (int i = 0; i < n; i++)
-        {
-            Array.Copy(cos, i * half, emb, i * dim, half);
-            Array.Copy(sin, i * half, emb, i * dim + half, half);
-        }
-        return torch.tensor(emb, new long[] { n, dim }, device: t.device);
+        return Sinusoid.Adm(t, dim, maxPeriod);
     }
 
     /// <summary>Output [N, out_channels, ...] for an unconditional model.</summary>

@@ -106,11 +106,11 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
 
     /// <summary>
     /// The reference <c>get_timestep_embedding(t, dim)</c>: <c>cat(sin(t f), cos(t f))</c> with
-    /// <c>f_k = exp(-k ln(10000) / (dim/2 - 1))</c>, computed in float32 whatever the dtype of <paramref name="t"/>; odd dims get a zero column.
-    /// The float32 exp/sin/cos round exactly as PyTorch's CPU kernels (SLEEF, AVX2) do, so the result equals the reference bit for bit
-    /// (computed on the host: the embedding is a constant for autograd).
+    /// <c>f = exp(arange(dim/2) * -(ln(10000) / (dim/2 - 1)))</c>, computed in float32 whatever the dtype of <paramref name="t"/>,
+    /// as torch ops on its device (no copy to the host); odd dims get a zero column. The float32 steps are the reference's, so the
+    /// result differs from it only by the device's exp/sin/cos rounding (about an ulp).
     /// </summary>
-    /// <param name="t">Timesteps [B] (any numeric dtype).</param>
+    /// <param name="t">Timesteps [B] (any numeric dtype; may be fractional).</param>
     /// <param name="dim">Embedding width (at least 4).</param>
     /// <returns>A float32 [B, dim] tensor on the device of <paramref name="t"/>.</returns>
     public static Tensor TimestepEmbedding(Tensor t, int dim)
@@ -118,37 +118,15 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(t);
         if (t.dim() != 1) throw new ArgumentException($"Timesteps must be 1-D [B]; got shape [{string.Join(", ", t.shape)}].", nameof(t));
         if (dim < 4) throw new ArgumentOutOfRangeException(nameof(dim), dim, "The DDPM timestep embedding needs at least 4 channels.");
-        int half = dim / 2;
-        var freqs = Frequencies(half);
-        float[] tf;
-        using (var tc = t.detach().to(ScalarType.Float32).cpu()) tf = tc.data<float>().ToArray();
-        int b = tf.Length;
-        var args = new float[b * half];
-        for (int i = 0; i < b; i++)
-            for (int k = 0; k < half; k++) args[i * half + k] = tf[i] * freqs[k];
-        var sin = SleefTrigF.Sin(args);
-        var cos = SleefTrigF.Cos(args);
-        var emb = new float[b * dim];
-        for (int i = 0; i < b; i++)
-        {
-            Array.Copy(sin, i * half, emb, i * dim, half);
-            Array.Copy(cos, i * half, emb, i * dim + half, half);
-        }
-        return torch.tensor(emb, new long[] { b, dim }, device: t.device);
+        return Sinusoid.Ddpm(t, dim);
     }
 
     /// <summary>
-    /// <c>exp(k * float32(-ln(10000)/(half-1)))</c> for k = 0..half-1, with the float32 product and SLEEF's float32 exp rounding, i.e.
-    /// the values PyTorch's vectorised CPU kernels give for <c>torch.exp(torch.arange(half, dtype=float32) * -emb)</c>.
+    /// Test seam: when set, replaces <see cref="TimestepEmbedding"/> in <see cref="forward"/> (same contract: float32 [B, dim]).
+    /// The float64 golden tests feed the reference's own CPU sinusoid through it, because their tolerances (1e-10) sit far below
+    /// what one float32 ulp of a sin/cos value does to a float64 output (about 1e-7).
     /// </summary>
-    internal static float[] Frequencies(int half)
-    {
-        float minusStep = (float)(-(Math.Log(10000) / (half - 1)));
-        var f = new float[half];
-        int vecEnd = half / (2 * SleefTrigF.Lanes) * (2 * SleefTrigF.Lanes); // the scalar tail uses std::exp
-        for (int k = 0; k < half; k++) f[k] = k < vecEnd ? SleefExpF.Exp(k * minusStep) : (float)Math.Exp(k * minusStep);
-        return f;
-    }
+    internal Func<Tensor, int, Tensor>? SinusoidOverride { get; set; }
 
     /// <summary>epsilon(x, t) for x [B, in_channels, R, R] and t [B].</summary>
     /// <exception cref="ArgumentException">The shapes do not fit the config.</exception>
@@ -164,7 +142,8 @@ public sealed class DdpmUNet : nn.Module<Tensor, Tensor, Tensor>
 
         using var scope = torch.NewDisposeScope();
         var dense0 = temb.dense[0];
-        var emb = TimestepEmbedding(t, (int)c.Ch).to(dense0.weight!.dtype);
+        var sinusoid = SinusoidOverride is { } custom ? custom(t, (int)c.Ch) : TimestepEmbedding(t, (int)c.Ch);
+        var emb = sinusoid.to(dense0.weight!.dtype);
         emb = temb.dense[1].forward(Act.Swish(dense0.forward(emb)));
 
         var hs = new List<Tensor> { conv_in.forward(x) };

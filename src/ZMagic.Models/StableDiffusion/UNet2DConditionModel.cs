@@ -1,6 +1,7 @@
 using System.Text.Json;
 using TorchSharp;
 using TorchSharp.Modules;
+using ZMagic.Models.Nn;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -269,16 +270,13 @@ public sealed class UNet2DConditionModel : nn.Module
     public UNet2DConditionConfig Config { get; }
 
     /// <summary>
-    /// diffusers <c>Timesteps</c>: the sinusoid [B, C0] computed in float32 (<c>[cos | sin]</c> when flip_sin_to_cos).
+    /// diffusers <c>Timesteps</c> (<c>get_timestep_embedding</c>): the sinusoid [B, C0] computed in float32 on the timesteps'
+    /// device, <c>f = exp(-ln(10000) * arange(half) / (half - freq_shift))</c>, <c>[cos | sin]</c> when flip_sin_to_cos.
     /// </summary>
     public Tensor TimeProjection(Tensor timesteps)
     {
-        long half = Config.BlockOutChannels[0] / 2;
-        var exponent = torch.arange(half, ScalarType.Float32, timesteps.device) * (-Math.Log(10000.0) / (half - Config.FreqShift));
-        var args = timesteps.to(ScalarType.Float32).unsqueeze(1) * exponent.exp().unsqueeze(0);
-        var sin = args.sin();
-        var cos = args.cos();
-        return Config.FlipSinToCos ? torch.cat(new[] { cos, sin }, 1) : torch.cat(new[] { sin, cos }, 1);
+        ArgumentNullException.ThrowIfNull(timesteps);
+        return Sinusoid.Adm(timesteps, (int)Config.BlockOutChannels[0], 10000, Config.FlipSinToCos, Config.FreqShift);
     }
 
     /// <summary>

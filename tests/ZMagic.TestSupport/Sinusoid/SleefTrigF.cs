@@ -1,6 +1,6 @@
 using System.Numerics;
 
-namespace ZMagic.Models.Nn;
+namespace ZMagic.TestSupport;
 
 /// <summary>
 /// Single-precision sin and cos with the exact rounding of SLEEF's <c>sinf_u1</c>/<c>cosf_u1</c> as PyTorch's AVX2 CPU kernels call
@@ -11,7 +11,7 @@ namespace ZMagic.Models.Nn;
 /// with exact integer arithmetic, the way SLEEF's generator defines it. Used only for the float32 timestep sinusoid, where
 /// reference parity to the last bit matters: a one-ulp cos difference moves a float64 DDPM output by 1e-9.
 /// </remarks>
-internal static class SleefTrigF
+public static class SleefTrigF
 {
     private const float M1Pi = (float)0.318309886183790671537767526745028724;
     private const float PiA2 = 3.1414794921875f;

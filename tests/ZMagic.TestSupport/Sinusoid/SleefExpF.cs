@@ -1,4 +1,4 @@
-namespace ZMagic.Models.Nn;
+namespace ZMagic.TestSupport;
 
 /// <summary>
 /// Single-precision exp with the exact rounding of SLEEF's <c>expf_u10</c> (the vectorised float32 exp PyTorch's CPU kernels use on
@@ -6,7 +6,7 @@ namespace ZMagic.Models.Nn;
 /// frequencies, which shifts <c>sin(t f)</c> by up to 1e-5 at t near 1000.
 /// </summary>
 /// <remarks>An independent C# implementation of the published algorithm (Cody-Waite reduction, degree-6 polynomial, FMA).</remarks>
-internal static class SleefExpF
+public static class SleefExpF
 {
     private const float RLn2 = 1.442695040888963407359924681001892137426645954152985934135449406931f;
     private const float L2U = 0.693145751953125f;

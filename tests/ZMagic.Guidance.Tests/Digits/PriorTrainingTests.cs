@@ -1,0 +1,144 @@
+using TorchSharp;
+using ZMagic.Guidance.Digits;
+using ZMagic.Models.Ddpm;
+using static TorchSharp.torch;
+
+namespace ZMagic.Guidance.Tests.Digits;
+
+public sealed class PriorTrainingTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "zmagic-prior-" + Guid.NewGuid().ToString("N"));
+
+    /// <summary>A small network of the prior's family (16 channels at 8x8, GroupNorm needs 32 channels).</summary>
+    private static readonly DdpmUNetConfig Tiny = DigitsModels.PriorConfig with { ChMult = [1], Ch = 32 };
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+    }
+
+    private static MnistData.Split SyntheticData()
+    {
+        using var gen = new Generator(7);
+        var train = torch.rand(new long[] { 40, 16, 8, 8 }, generator: gen) * 2 - 1;
+        var labels = torch.zeros(40, ScalarType.Int64);
+        return new MnistData.Split(train, labels, train[..4], labels[..4], new byte[4 * 28 * 28], new byte[4]);
+    }
+
+    private static Dictionary<string, Tensor> Weights(nn.Module m) =>
+        m.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+
+    private static DdpmDenoiser CopyOf(DdpmDenoiser source)
+    {
+        var copy = new DdpmDenoiser(Tiny);
+        using var _ = no_grad();
+        foreach (var (name, t) in copy.Network.state_dict()) t.copy_(source.Network.state_dict()[name]);
+        return copy;
+    }
+
+    [Fact]
+    public void Resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one()
+    {
+        var data = SyntheticData();
+        using var a = new DdpmDenoiser(Tiny);
+        using var b = CopyOf(a);
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 6, Batch = 4, WarmupSteps = 2, EmaDecay = 0.9, CheckpointEvery = 2 };
+
+        DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = Path.Combine(_dir, "a.state") }, "tiny");
+        string state = Path.Combine(_dir, "b.state");
+        DigitsPriorTrainer.Train(b.Network, data, options with { Steps = 4, StatePath = state }, "tiny");
+        Assert.Equal(4, DigitsPriorTrainer.StateStep(state));
+        var report = DigitsPriorTrainer.Train(b.Network, data, options with { StatePath = state, Resume = true }, "tiny");
+
+        Assert.Equal(5, report.FirstStep);
+        var wa = Weights(a.Network);
+        var wb = Weights(b.Network);
+        foreach (var (name, t) in wa)
+            Assert.True(t.eq(wb[name]).all().item<bool>(), $"'{name}' differs after resuming");
+        // Only the newest optimiser state is kept beside the weights.
+        Assert.Single(Directory.GetFiles(_dir, "b.state.adam.*"));
+    }
+
+    [Fact]
+    public void Resuming_with_other_settings_names_the_setting()
+    {
+        var data = SyntheticData();
+        using var a = new DdpmDenoiser(Tiny);
+        string state = Path.Combine(_dir, "s.state");
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 2, Batch = 4, WarmupSteps = 1, StatePath = state };
+        DigitsPriorTrainer.Train(a.Network, data, options, "tiny");
+        var e = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(a.Network, data, options with { Steps = 4, Batch = 8, Resume = true }, "tiny"));
+        Assert.Contains("batch", e.Message, StringComparison.Ordinal);
+        var done = Assert.Throws<ArgumentException>(() => DigitsPriorTrainer.Train(a.Network, data, options with { Resume = true }, "tiny"));
+        Assert.Contains("already at step 2", done.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(0.0, 1.0)]
+    [InlineData(-0.1, 1.0)]
+    [InlineData(1.0, 1.0)]
+    [InlineData(0.5, 0.0)]
+    public void Options_are_validated(double ema, double lr)
+    {
+        var o = new PriorTrainingOptions { EmaDecay = ema, LearningRate = lr };
+        if (ema is >= 0 and < 1 && lr > 0) o.Validate();
+        else Assert.Throws<ArgumentException>(o.Validate);
+    }
+
+    [Fact]
+    public void Frechet_distance_matches_the_closed_form()
+    {
+        using var scope = NewDisposeScope();
+        using var gen = new Generator(11);
+        var x = torch.randn(new long[] { 500, 6 }, ScalarType.Float64, generator: gen);
+        Assert.InRange(DigitsPriorEvaluation.FrechetDistance(x, x), -1e-9, 1e-9);
+        // A shift changes only the mean term.
+        var shift = torch.tensor(new double[] { 1, -2, 0, 0.5, 0, 3 });
+        Assert.Equal(1 + 4 + 0.25 + 9, DigitsPriorEvaluation.FrechetDistance(x, x + shift), 9);
+        // Scaling by s: |(s - 1) mu|^2 + tr(C + s^2 C - 2 s C) = (1 - s)^2 (|mu|^2 + tr C) (commuting covariances).
+        double s = 3;
+        var mu = x.mean(new long[] { 0 });
+        var d = x - mu;
+        double trC = (d.t().matmul(d) / 499).trace().item<double>();
+        double mu2 = mu.pow(2).sum().item<double>();
+        Assert.Equal((1 - s) * (1 - s) * (mu2 + trC), DigitsPriorEvaluation.FrechetDistance(x, x * s), 8);
+        Assert.Throws<ArgumentException>(() => DigitsPriorEvaluation.FrechetDistance(x, torch.randn(10, 5)));
+    }
+
+    [Fact]
+    public void Real_digits_score_as_recognisable_and_a_constant_image_does_not()
+    {
+        using var judge = DigitsModels.LoadJudge();
+        var (images, labels) = DigitsModels.LoadHeldOut();
+        using var _i = images;
+        using var _l = labels;
+        var real = DigitsPriorEvaluation.Score(images, judge, images);
+        Assert.True(real.ConfidentFraction >= 0.9, $"held-out digits: {real.ConfidentFraction:P1} confident");
+        // Zero up to float64 rounding amplified by square roots of the near-zero eigenvalues of a rank-deficient
+        // 120x120 covariance (sqrt(1e-12) = 1e-6 each); the traces are about 1e3.
+        Assert.InRange(real.FrechetDistance, -1e-4, 1e-4);
+        Assert.Equal(1.0, real.ClassShares.Sum(), 9);
+        Assert.True(real.MaxShareDeviation < 0.03, $"held-out class shares deviate {real.MaxShareDeviation:P1}");
+
+        using var blank = torch.full(new long[] { 50, 1, 32, 32 }, -1f);
+        var bad = DigitsPriorEvaluation.Score(blank, judge, images);
+        Assert.True(bad.FrechetDistance > 100 * Math.Max(1, real.FrechetDistance), $"blank images: FD {bad.FrechetDistance}");
+        Assert.True(bad.MaxShareDeviation >= 0.89, "every blank image gets the same class");
+    }
+
+    [Fact]
+    public void Evaluating_the_embedded_prior_draws_the_requested_samples()
+    {
+        using var judge = DigitsModels.LoadJudge();
+        using var prior = DigitsModels.LoadPrior();
+        var (images, labels) = DigitsModels.LoadHeldOut();
+        using var _i = images;
+        using var _l = labels;
+        var q = DigitsPriorEvaluation.Evaluate(prior, judge, images, new PriorEvaluationOptions { Samples = 6, Steps = 3, Batch = 4 });
+        Assert.Equal(6, q.Samples);
+        Assert.Equal(1.0, q.ClassShares.Sum(), 9);
+        Assert.True(double.IsFinite(q.FrechetDistance));
+        Assert.Throws<ArgumentException>(() => DigitsPriorEvaluation.Evaluate(prior, judge, images, new PriorEvaluationOptions { Samples = 1 }));
+    }
+}
