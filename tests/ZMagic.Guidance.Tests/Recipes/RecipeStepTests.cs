@@ -55,8 +55,8 @@ public sealed class FullFaceNetsFixture : IDisposable
 /// Every face recipe builds on random weights of the full networks (the CelebA-HQ 256 DDPM, IR-SE50, MobileFaceNet,
 /// BiSeNet, CLIP ViT-B/16) and runs one sampler step end to end; the three-condition recipe also under research
 /// parity (its branch-noise path; the two-condition research step has golden cases in ZMagic.Models.Tests). One
-/// class, so the full-size steps (several GiB each) never run side by side: about 1.5 to 4 minutes each on one
-/// loaded CPU thread.
+/// class, so the full-size steps (several GiB each) never run side by side: 45-75 s each on one CPU thread, up to
+/// 4 minutes on a loaded machine.
 /// </summary>
 [Trait("Category", "Slow")]
 public sealed class FaceRecipeStepTests(FullFaceNetsFixture nets, ITestOutputHelper log) : IClassFixture<FullFaceNetsFixture>
