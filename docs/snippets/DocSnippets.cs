@@ -12,6 +12,8 @@ using ZMagic.Core.Sampling;
 using ZMagic.Guidance.Conditions;
 using ZMagic.Guidance.DependencyInjection;
 using ZMagic.Guidance.Generation;
+using ZMagic.Guidance.Recipes;
+using ZMagic.Encoders.Face;
 using ZMagic.Models;
 using static TorchSharp.torch;
 
@@ -155,6 +157,22 @@ public static class DocSnippets
     }
 
     private static SamplingResult Detach(SamplingResult r) => new(r.Images.clone(), r.Trace);
+
+    public static SamplingResult Recipe(IDenoiser denoiser, Tensor idImage, Tensor poseImage)
+    {
+        // <snippet:recipes-face>
+        var recipe = RecipeCatalog.Get("face-id-landmarks");
+        using var arcFace = FaceCheckpoints.LoadIrSe50("model_ir_se50.pth");
+        using var landmarker = FaceCheckpoints.LoadMobileFaceNet("mobilefacenet_model_best.pth.tar");
+        using var run = FaceRecipeBuilder.Build(recipe, new FaceRecipeInputs
+        {
+            IdentityEncoder = arcFace, IdentityReference = idImage,      // [1, 3, 256, 256] in [-1, 1]
+            Landmarker = landmarker, LandmarksReference = poseImage,
+        }, new RecipeOverrides { Parity = GuidanceParity.ResearchCode, Steps = 50 });
+        var result = new ConditionalSampler(denoiser).Sample(run.Conditions, run.Options with { Seed = 1, BatchSize = 4 });
+        // </snippet>
+        return result;
+    }
 }
 
 /// <summary>Options of <see cref="BrightnessOptionsCondition"/>.</summary>

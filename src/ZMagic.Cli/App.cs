@@ -48,7 +48,7 @@ public static class App
         // `zmagic help [command]` is `zmagic [command] --help`.
         if (args is ["help", .. var rest]) args = [.. rest, "--help"];
         var context = new CliContext(stdout, stderr, cancellationToken, args);
-        var parse = CreateRootCommand(context, SdGenerateCommand.Handles(args)).Parse(args, ParserSettings);
+        var parse = CreateRootCommand(context, SdGenerateCommand.Handles(args), RecipeCommand.Handles(args)).Parse(args, ParserSettings);
         try
         {
             if (parse.Errors.Count > 0) return ParseErrors.Report(parse, stderr);
@@ -103,12 +103,13 @@ public static class App
     /// <param name="stableDiffusion">
     /// Whether <c>generate</c> is the Stable Diffusion variant (<c>--preset sd15</c>: its own options and defaults).
     /// </param>
-    internal static RootCommand CreateRootCommand(CliContext context, bool stableDiffusion = false)
+    /// <param name="recipe">Whether <c>generate</c> is the recipe variant (<c>--recipe</c> or a face/text condition option).</param>
+    internal static RootCommand CreateRootCommand(CliContext context, bool stableDiffusion = false, bool recipe = false)
     {
         var root = new RootCommand(Summary)
         {
             DemoCommand.Create(context),
-            stableDiffusion ? SdGenerateCommand.Create(context) : GenerateCommand.Create(context),
+            recipe ? RecipeCommand.Create(context) : stableDiffusion ? SdGenerateCommand.Create(context) : GenerateCommand.Create(context),
             ModelsCommand.Create(context),
             TrainCommand.Create(context),
             BenchCommand.Create(context),

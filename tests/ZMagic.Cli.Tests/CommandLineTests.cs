@@ -25,6 +25,9 @@ public sealed partial class CommandLineTests
                 yield return (stableDiffusion && isGenerate ? new[] { "generate", "--preset", "sd15" } : path, command);
             }
         }
+        // The recipe variant of generate (--recipe NAME, or a face/text condition option).
+        foreach (var (path, command) in Walk(App.CreateRootCommand(context, recipe: true), Array.Empty<string>()))
+            if (path is ["generate"]) yield return (new[] { "generate", "--recipe", "NAME" }, command);
     }
 
     private static IEnumerable<(string[], Command)> Walk(Command command, string[] path)
@@ -59,7 +62,9 @@ public sealed partial class CommandLineTests
         var (code, stdout, stderr) = CliRunner.Run(args);
         Assert.True(code == ExitCodes.Ok, $"exit {code}: {stderr}");
         // System.CommandLine's layout: Description, Usage with the command's path, Options.
-        string name = string.Join(' ', new[] { RootCommand.ExecutableName }.Concat(path.Split(' ', StringSplitOptions.RemoveEmptyEntries).Where(w => !w.StartsWith('-') && w != "sd15")));
+        // The command words of the path: not options, nor an option's value (sd15 of --preset sd15, NAME of --recipe NAME).
+        var words = path.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        string name = string.Join(' ', new[] { RootCommand.ExecutableName }.Concat(words.Where((w, i) => !w.StartsWith('-') && (i == 0 || !words[i - 1].StartsWith('-')))));
         Assert.Contains("Description:", stdout);
         Assert.Contains($"Usage:{Environment.NewLine}  {name} ", stdout);
         Assert.Contains("Options:", stdout);

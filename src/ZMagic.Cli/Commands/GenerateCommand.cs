@@ -18,7 +18,8 @@ public static class GenerateCommand
         Samples images from a backbone preset (zmagic models) steered by conditions. Conditions are applied in the
         order given (Z-Magic conditions sequentially: the first one proposes the step). Writes DIR/sample_NNN.png,
         DIR/grid.png, DIR/trace.csv and DIR/trace.json; each file appears complete or not at all.
-        Stable Diffusion 1.x has options of its own: zmagic generate --preset sd15 --help.
+        Stable Diffusion 1.x has options of its own: zmagic generate --preset sd15 --help. The paper's recipes and the
+        face and text conditions too: zmagic generate --recipe NAME --help (docs/recipes.md).
 
         Conditions (--condition NAME:key=value,...):
         {string.Join(Environment.NewLine, ConditionRegistry.All.Select(k => "  " + k.Help))}

@@ -196,7 +196,7 @@ public static class SdGenerateCommand
     }
 
     /// <summary>The model's native image side from unet/config.json (sample_size x 8), read before the weights.</summary>
-    private static int NativeSize(string model)
+    internal static int NativeSize(string model)
     {
         string path = Path.Combine(model, "unet", "config.json");
         try
@@ -214,7 +214,7 @@ public static class SdGenerateCommand
     }
 
     /// <summary>Refuses a size whose step would not fit in memory, naming the estimate and the largest size that fits.</summary>
-    private static void CheckMemory(string model, int pixels, bool guided, bool sizeGiven)
+    internal static void CheckMemory(string model, int pixels, bool guided, bool sizeGiven)
     {
         long weights = WeightBytes(model);
         double need = MemoryBudget.StableDiffusionBytes(pixels, guided, weights);
@@ -246,7 +246,7 @@ public static class SdGenerateCommand
     }
 
     /// <summary>Counts the prompt's tokens with the model's tokenizer before the model is loaded (exit 2 when too long).</summary>
-    private static void CheckPrompt(string model, string prompt, string flag)
+    internal static void CheckPrompt(string model, string prompt, string flag)
     {
         string vocab = Path.Combine(model, "tokenizer", "vocab.json"), merges = Path.Combine(model, "tokenizer", "merges.txt");
         ZMagic.Encoders.Clip.ClipTokenizer tokenizer;

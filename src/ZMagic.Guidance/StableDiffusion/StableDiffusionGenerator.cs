@@ -69,7 +69,25 @@ public sealed record StableDiffusionRequest
 
     /// <summary>What to do with non-finite energies or gradients.</summary>
     public NonFinitePolicy NonFinitePolicy { get; init; } = NonFinitePolicy.Fail;
+
+    /// <summary>
+    /// Per-condition step sizes and windows, paired with <see cref="Conditions"/> by position (each a fraction of the CFG
+    /// correction's RMS, as <see cref="CfgRelativeScale"/>, with its own window). Null: <see cref="CfgRelativeScale"/>
+    /// and <see cref="Window"/> for every condition.
+    /// </summary>
+    public IReadOnlyList<CfgRelativeGuidance>? ConditionGuidance { get; init; }
+
+    /// <summary>The base sampler step; null: DDIM with <see cref="Eta"/>. The research code's SD runs use the DDPM posterior step.</summary>
+    public ISamplerStep? SamplerStep { get; init; }
+
+    /// <summary>Z-Magic's options; null: <c>new ZMagicOptions { AnchorOnBaseStep = true }</c>. Must anchor on the base step.</summary>
+    public ZMagicOptions? ZMagicOptions { get; init; }
 }
+
+/// <summary>One condition's step size (a fraction of the CFG correction's RMS) and window on Stable Diffusion.</summary>
+/// <param name="Scale">The fraction (<see cref="CfgRelativeStepSize"/>).</param>
+/// <param name="Window">Where the condition acts.</param>
+public sealed record CfgRelativeGuidance(double Scale, GuidanceWindow? Window = null);
 
 /// <summary>The images and the trace of a Stable Diffusion run. Dispose it to free the tensors.</summary>
 public sealed class StableDiffusionResult : IDisposable
@@ -139,20 +157,26 @@ public sealed class StableDiffusionGenerator
         var prediction = _model.SchedulerConfig.PredictionType == "v_prediction" ? PredictionType.VPrediction : PredictionType.Epsilon;
         var denoiser = new LatentDenoiser(new ClassifierFreeDenoiser(_model.UNet, scheduler.Schedule, prediction, cond, uncond, request.GuidanceScale), size / factor);
         var cache = new VaeDecodeCache(_model.Vae);
-        var conditions = request.Conditions.Select(c => (IGuidanceCondition)new DecodedImageCondition(c, cache,
-            request.CfgRelativeScale is { } s
+        if (request.ConditionGuidance is { } per && per.Count != request.Conditions.Count)
+            throw new ArgumentException($"ConditionGuidance has {per.Count} entries for {request.Conditions.Count} conditions; give one per condition.", nameof(request));
+        if (request.ZMagicOptions is { AnchorOnBaseStep: false })
+            throw new ArgumentException("ZMagicOptions.AnchorOnBaseStep must be true on Stable Diffusion: the prompt's CFG step is the proposal.", nameof(request));
+        var conditions = request.Conditions.Select((c, i) => (IGuidanceCondition)new DecodedImageCondition(c, cache,
+            request.ConditionGuidance is { } g
+                ? new GuidanceSchedule(new CfgRelativeStepSize(g[i].Scale), g[i].Window)
+                : request.CfgRelativeScale is { } s
                 ? new GuidanceSchedule(new CfgRelativeStepSize(s), request.Window)
                 : c.Schedule with { Window = request.Window ?? c.Schedule.Window })).ToList();
 
         IGuidanceStrategy strategy = request.Method == SdGuidanceMethod.ZMagic
-            ? new ZMagicStrategy(new ZMagicOptions { AnchorOnBaseStep = true })
+            ? new ZMagicStrategy(request.ZMagicOptions ?? new ZMagicOptions { AnchorOnBaseStep = true })
             : new VanillaStrategy();
         var combiner = request.Combiner ?? (request.Method == SdGuidanceMethod.ZMagic ? new CAGradCombiner(0.5, perChannel: true) : SumCombiner.Instance);
         var param = _model.UNet.parameters().First();
         var options = new SamplerOptions
         {
             Timesteps = scheduler.Timesteps(request.Steps).Select(t => (int)t).ToArray(),
-            SamplerStep = new DdimStep(request.Eta),
+            SamplerStep = request.SamplerStep ?? new DdimStep(request.Eta),
             Strategy = conditions.Count == 0 ? UnguidedStrategy.Instance : strategy,
             Combiner = combiner,
             TimeTravel = request.TimeTravel,
