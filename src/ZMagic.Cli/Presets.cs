@@ -13,11 +13,12 @@ namespace ZMagic.Cli;
 /// <param name="Description">One line for <c>zmagic models</c>.</param>
 /// <param name="Source">Where the weights come from.</param>
 /// <param name="Config">The network config (keys and shapes come from it).</param>
-/// <param name="Wrap">Turns the raw network's denoiser into what the sampler sees (identity for most).</param>
+/// <param name="Wrap">Turns the raw network's denoiser into what the sampler sees (identity for most); also gets the
+/// weights file (null: embedded or random weights), whose metadata may say how to read the network.</param>
 /// <param name="Channels">Channels of the images the sampler makes.</param>
 /// <param name="Size">Side of the images the sampler makes.</param>
 /// <param name="Embedded">The embedded weights resource, if the preset ships weights.</param>
-public sealed record BackbonePreset(string Name, string Description, string Source, BackboneConfig Config, Func<BackboneDenoiser, IDenoiser> Wrap, int Channels, int Size, string? Embedded = null);
+public sealed record BackbonePreset(string Name, string Description, string Source, BackboneConfig Config, Func<BackboneDenoiser, string?, IDenoiser> Wrap, int Channels, int Size, string? Embedded = null);
 
 /// <summary>The preset table.</summary>
 public static class Presets
@@ -26,11 +27,12 @@ public static class Presets
     public static IReadOnlyList<BackbonePreset> All { get; } = new[]
     {
         new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
-            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig, d => new X0ClippingDenoiser(new DigitsDenoiser(d)), 1, MnistData.Size, DigitsWeights.PriorResource),
+            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
+            (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource),
         new BackbonePreset("celeba-hq-ddpm", "SDEdit / FreeDoM CelebA-HQ 256 DDPM (ermongroup UNet, ch 128, ch_mult 1,1,2,2,4,4)",
-            "celeba_hq.ckpt from SDEdit (see docs/models.md)", DdpmUNetConfig.CelebAHq, d => d, DdpmUNetConfig.CelebAHq.InChannels, DdpmUNetConfig.CelebAHq.Resolution),
+            "celeba_hq.ckpt from SDEdit (see docs/models.md)", DdpmUNetConfig.CelebAHq, (d, _) => d, DdpmUNetConfig.CelebAHq.InChannels, DdpmUNetConfig.CelebAHq.Resolution),
         new BackbonePreset("ddpm-digits32", "plain 1x32x32 DDPM UNet config (ch 32, ch_mult 1,2,2, attention at 8) for user-trained digit priors",
-            "your own training", DdpmUNetConfig.Digits32, d => d, DdpmUNetConfig.Digits32.InChannels, DdpmUNetConfig.Digits32.Resolution),
+            "your own training", DdpmUNetConfig.Digits32, (d, _) => d, DdpmUNetConfig.Digits32.InChannels, DdpmUNetConfig.Digits32.Resolution),
     };
 
     /// <summary>Finds a preset or throws a usage error listing the known ones.</summary>
@@ -114,7 +116,7 @@ public static class Presets
             }
             DigitsModels.Freeze(raw.Module);
             raw.To(device);
-            return preset.Wrap(raw);
+            return preset.Wrap(raw, weightsPath);
         }
         catch
         {
