@@ -44,15 +44,15 @@ public static class TrainCommand
         public readonly Option<string?> Cache = c.Declare(CliOptions.Text("--cache",
             "where the npm tarball is kept (default: ~/.cache/zmagic)", null, "DIR"));
         public readonly Option<string?> Only = c.Declare(CliOptions.Text("--only", "train only some of guide,judge,prior", string.Join(",", Networks), "LIST"));
-        public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 1200, 1, 10_000_000, "N"));
-        public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 32, 1, 4096, "B"));
+        public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 40000, 1, 10_000_000, "N"));
+        public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 64, 1, 4096, "B"));
         public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (constant)", 1e-3, "LR"));
-        public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.995, "D"));
+        public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
-        public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 100, 1, 10_000_000, "N"));
+        public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 1000, 1, 10_000_000, "N"));
         public readonly Option<int> CheckpointEvery = c.Declare(CliOptions.Int("--checkpoint-every",
-            "write prior.safetensors (EMA) and the training state every N steps", 50, 1, 10_000_000, "N"));
+            "write prior.safetensors (EMA) and the training state every N steps", 500, 1, 10_000_000, "N"));
         public readonly Option<bool> Resume = c.Declare(CliOptions.Flag("--resume", "continue the prior from DIR/prior.state.safetensors (same settings, more --prior-steps)"));
         public readonly Option<int> EvalSamples = c.Declare(CliOptions.Int("--eval-samples",
             "unguided samples judged after training the prior (0: none)", 1000, 0, 1_000_000, "N"));
