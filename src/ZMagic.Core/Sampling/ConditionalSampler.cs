@@ -21,7 +21,7 @@ namespace ZMagic.Core.Sampling;
 /// time-travel pass, one draw for the sampler step when <see cref="ISamplerStep.UsesNoise"/> (even at the last step,
 /// where its coefficient is 0), then one draw for the time-travel re-noising when another pass of the same step
 /// follows. The strategy and the conditions never draw from the streams, so item i's noise depends only on the seed,
-/// its index (<see cref="SamplerOptions.FirstItem"/> + i), the sampler step, the timesteps and the time travel; not on
+/// its index (<see cref="SamplerOptions.FirstItem"/> + i, or <see cref="SamplerOptions.Items"/>[i]), the sampler step, the timesteps and the time travel; not on
 /// the batch size, the conditions or the strategy. Draws are made in float32 on the CPU, then converted to
 /// <see cref="SamplerOptions.DType"/> and moved to <see cref="SamplerOptions.Device"/>.
 /// </para>
@@ -87,7 +87,7 @@ public sealed class ConditionalSampler
 
         var trace = new SamplingTrace { Strategy = strategy.Name, Combiner = combiner.Name };
         var total = Stopwatch.StartNew();
-        using var streams = new NoiseStreams(options.Seed, options.BatchSize, options.FirstItem);
+        using var streams = options.Items is { } items ? new NoiseStreams(options.Seed, items) : new NoiseStreams(options.Seed, options.BatchSize, options.FirstItem);
         Tensor x = options.InitialNoise is { } init
             ? CopyInitialNoise(init, batchShape, options.DType, device)
             : streams.Next(itemShape, options.DType, device);
@@ -176,6 +176,15 @@ public sealed class ConditionalSampler
     {
         if (options.BatchSize < 1) throw new ArgumentException($"SamplerOptions.BatchSize must be at least 1; got {options.BatchSize}.", nameof(options));
         if (options.FirstItem < 0) throw new ArgumentException($"SamplerOptions.FirstItem must not be negative; got {options.FirstItem}.", nameof(options));
+        if (options.Items is { } items)
+        {
+            if (items.Count != options.BatchSize)
+                throw new ArgumentException($"SamplerOptions.Items lists {items.Count} item(s) but BatchSize is {options.BatchSize}; give one index per batch item.", nameof(options));
+            if (items.FirstOrDefault(i => i < 0) is var bad && bad < 0)
+                throw new ArgumentException($"SamplerOptions.Items must not contain negative indices; got {bad}.", nameof(options));
+            if (items.Distinct().Count() != items.Count)
+                throw new ArgumentException($"SamplerOptions.Items lists item {items.GroupBy(i => i).First(g => g.Count() > 1).Key} twice; each item has one noise stream.", nameof(options));
+        }
         if (options.SamplerStep is null) throw new ArgumentException("SamplerOptions.SamplerStep is null.", nameof(options));
         if (options.DType is not (ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64))
             throw new ArgumentException($"SamplerOptions.DType must be a floating-point type; got {options.DType}.", nameof(options));

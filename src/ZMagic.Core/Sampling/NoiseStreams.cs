@@ -20,6 +20,14 @@ public sealed class NoiseStreams : IDisposable
         for (int i = 0; i < count; i++) _generators[i] = new Generator(ItemSeed(seed, firstItem + i), torch.CPU);
     }
 
+    /// <summary>Creates streams for the given item indices of run <paramref name="seed"/>, in that order.</summary>
+    public NoiseStreams(long seed, IReadOnlyList<int> items)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        if (items.Count < 1) throw new ArgumentOutOfRangeException(nameof(items), items.Count, "At least one stream is needed.");
+        _generators = items.Select(i => new Generator(ItemSeed(seed, i), torch.CPU)).ToArray();
+    }
+
     /// <summary>The seed of item <paramref name="item"/> (SplitMix64 of the run seed and the index).</summary>
     public static ulong ItemSeed(long seed, int item)
     {

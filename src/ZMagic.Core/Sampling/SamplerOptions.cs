@@ -40,6 +40,14 @@ public sealed record SamplerOptions
     /// <summary>Index of the first item, so that a large request can be split into batches with identical results.</summary>
     public int FirstItem { get; init; }
 
+    /// <summary>
+    /// Explicit item indices, one per batch item (each non-negative, no repeats): batch item b is item
+    /// <c>Items[b]</c> of the request and draws from that item's noise stream, so any subset of a request can be
+    /// sampled as one batch with the images it has in the whole request. Overrides <see cref="FirstItem"/>; its count
+    /// must equal <see cref="BatchSize"/>. Null (default): items FirstItem .. FirstItem + BatchSize - 1.
+    /// </summary>
+    public IReadOnlyList<int>? Items { get; init; }
+
     /// <summary>Device to sample on (default CPU). The denoiser and conditions must live there too.</summary>
     public Device? Device { get; init; }
 
