@@ -20,25 +20,54 @@ namespace ZMagic.Cli;
 /// <param name="Embedded">The embedded weights resource, if the preset ships weights.</param>
 public sealed record BackbonePreset(string Name, string Description, string Source, BackboneConfig Config, Func<BackboneDenoiser, string?, IDenoiser> Wrap, int Channels, int Size, string? Embedded = null);
 
-/// <summary>The preset table.</summary>
+/// <summary>
+/// The preset table of the CLI: the embedded digits prior, then every backbone of the library's table
+/// (<see cref="BackbonePresets"/>, under the library's names), then Stable Diffusion 1.x (<c>sd15</c>, a diffusers
+/// folder that <c>generate --preset sd15</c> reads with options of its own). Older CLI names are accepted as aliases.
+/// </summary>
 public static class Presets
 {
-    /// <summary>Every preset, by name.</summary>
-    public static IReadOnlyList<BackbonePreset> All { get; } = new[]
+    /// <summary>The name of the Stable Diffusion preset (a diffusers folder, not a single checkpoint).</summary>
+    public const string StableDiffusion = "sd15";
+
+    /// <summary>Names the CLI used before it took the library's (still accepted).</summary>
+    public static IReadOnlyDictionary<string, string> Aliases { get; } = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase)
     {
-        new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
-            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
-            (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource),
-        new BackbonePreset("celeba-hq-ddpm", "SDEdit / FreeDoM CelebA-HQ 256 DDPM (ermongroup UNet, ch 128, ch_mult 1,1,2,2,4,4)",
-            "celeba_hq.ckpt from SDEdit (see docs/models.md)", DdpmUNetConfig.CelebAHq, (d, _) => d, DdpmUNetConfig.CelebAHq.InChannels, DdpmUNetConfig.CelebAHq.Resolution),
-        new BackbonePreset("ddpm-digits32", "plain 1x32x32 DDPM UNet config (ch 32, ch_mult 1,2,2, attention at 8) for user-trained digit priors",
-            "your own training", DdpmUNetConfig.Digits32, (d, _) => d, DdpmUNetConfig.Digits32.InChannels, DdpmUNetConfig.Digits32.Resolution),
+        ["celeba-hq-ddpm"] = BackbonePresets.CelebAHqDdpm,
+        ["ddpm-digits32"] = BackbonePresets.Digits32Ddpm,
     };
 
-    /// <summary>Finds a preset or throws a usage error listing the known ones.</summary>
-    public static BackbonePreset Get(string name) =>
-        All.FirstOrDefault(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase))
-        ?? throw new UsageException($"Unknown preset '{name}'. Known presets: {string.Join(", ", All.Select(p => p.Name))} (zmagic models).");
+    /// <summary>Every pixel-space preset, by name (sd15 is listed by <c>zmagic models</c> but has options of its own).</summary>
+    public static IReadOnlyList<BackbonePreset> All { get; } = BackbonePresets.All.Select(FromLibrary)
+        .Prepend(new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
+            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
+            (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource))
+        .ToArray();
+
+    /// <summary>Every name <c>--preset</c> takes: the presets, sd15 and the aliases.</summary>
+    public static IEnumerable<string> Names => All.Select(p => p.Name).Append(StableDiffusion).Concat(Aliases.Keys);
+
+    private static BackbonePreset FromLibrary(ZMagic.Models.BackbonePreset p)
+    {
+        var (channels, size) = p.Config switch
+        {
+            DdpmUNetConfig d => (d.InChannels, d.Resolution),
+            ZMagic.Models.Adm.AdmUNetConfig a => (a.InChannels, a.ImageSize),
+            _ => throw new NotSupportedException($"Preset '{p.Name}' has a {p.Config.Architecture} config the CLI cannot size."),
+        };
+        string source = p.CheckpointFileName is null ? "your own training (no published checkpoint)" : $"{p.CheckpointFileName} from {p.SourceUrl} (docs/models.md)";
+        return new BackbonePreset(p.Name, p.Description, source, p.Config, (d, _) => d, channels, size);
+    }
+
+    /// <summary>Finds a preset (or an alias of one) or throws a usage error listing the known ones.</summary>
+    public static BackbonePreset Get(string name)
+    {
+        if (string.Equals(name, StableDiffusion, StringComparison.OrdinalIgnoreCase))
+            throw new UsageException($"Preset '{StableDiffusion}' is a diffusers folder with options of its own: zmagic generate --preset {StableDiffusion} --model DIR (--help lists them).");
+        string canonical = Aliases.TryGetValue(name, out var c) ? c : name;
+        return All.FirstOrDefault(p => string.Equals(p.Name, canonical, StringComparison.OrdinalIgnoreCase))
+               ?? throw new UsageException($"Unknown preset '{name}'. Known presets: {string.Join(", ", All.Select(p => p.Name).Append(StableDiffusion))} (zmagic models).");
+    }
 
     /// <summary>
     /// Checks a weights file against a preset without running it: every expected key present with the expected shape,

@@ -222,9 +222,9 @@ public static class RecipeRunner
 
     private static int RunFaces(Recipe recipe, RecipeOverrides overrides, RecipeCliOptions o, TextWriter stdout, TextWriter stderr, CancellationToken ct)
     {
-        var preset = Presets.Get(o.Preset ?? "celeba-hq-ddpm");
+        var preset = Presets.Get(o.Preset ?? ZMagic.Models.BackbonePresets.CelebAHqDdpm);
         if (preset.Channels != 3 || preset.Size != 256)
-            throw new UsageException($"Recipe '{recipe.Name}' works on 3x256x256 faces (--preset celeba-hq-ddpm); preset '{preset.Name}' makes {preset.Channels}x{preset.Size}x{preset.Size} images.");
+            throw new UsageException($"Recipe '{recipe.Name}' works on 3x256x256 faces (--preset celebahq-ddpm); preset '{preset.Name}' makes {preset.Channels}x{preset.Size}x{preset.Size} images.");
         if (o.Model is not null) throw new UsageException("--model is for Stable Diffusion recipes; face recipes take --weights.");
         if (o.Style is not null || o.Content is not null) throw new UsageException("--style and --content act on Stable Diffusion recipes.");
         if (o.Cfg is not null) throw new UsageException("--cfg is for Stable Diffusion recipes.");

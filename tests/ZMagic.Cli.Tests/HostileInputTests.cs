@@ -200,7 +200,7 @@ public sealed class HostileInputTests : TempFolderTests
     [InlineData("--samples", "0", "[1, 100000]")]
     public void OutOfRangeNumbersAreUsageErrorsBeforeLoading(string flag, string value, string limit)
     {
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "celebahq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
             "--condition", "digit:class=3", flag, value, "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains(flag, err);
@@ -211,17 +211,17 @@ public sealed class HostileInputTests : TempFolderTests
     [Fact]
     public void ABatchThatCannotFitIsRefusedNamingTheFigure()
     {
-        var (code, _, err) = CliRunner.Run("generate", "--preset", "celeba-hq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
+        var (code, _, err) = CliRunner.Run("generate", "--preset", "celebahq-ddpm", "--weights", Path.Combine(Root, "never-read.ckpt"),
             "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", Path.Combine(Root, "out"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
-        Assert.Matches(@"--batch 4096 on preset 'celeba-hq-ddpm' needs about [0-9.]+ (GiB|TiB)", err);
+        Assert.Matches(@"--batch 4096 on preset 'celebahq-ddpm' needs about [0-9.]+ (GiB|TiB)", err);
         Assert.Matches(@"Use --batch [0-9]+ or less", err);
     }
 
     [Fact]
     public void BenchAndTrainCheckTheirLimitsAndFoldersFirst()
     {
-        var (code, _, err) = CliRunner.Run("bench", "--preset", "celeba-hq-ddpm", "--random-weights", "--method", "unguided", "--conditions", "0", "--batch", "4096");
+        var (code, _, err) = CliRunner.Run("bench", "--preset", "celebahq-ddpm", "--random-weights", "--method", "unguided", "--conditions", "0", "--batch", "4096");
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("needs about", err);
         (code, _, err) = CliRunner.Run("bench", "--preset", "digits", "--weights", "/dev/null");

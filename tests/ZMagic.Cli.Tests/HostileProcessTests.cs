@@ -43,18 +43,18 @@ public sealed class HostileProcessTests : TempFolderTests
         Expect("--weights: the prior's keys over a 1 GiB deflated storage", ExitCodes.Input, "models", "check", "--preset", "digits",
             Write("bomb.pt", HostileInputTests.DeflatedZeros("conv_in.weight", 256L << 20)));
         Expect("--steps 5000", ExitCodes.Usage, "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "5000", "--out", outDir);
-        Expect("--batch 4096 on celeba", ExitCodes.Usage, "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }),
+        Expect("--batch 4096 on celeba", ExitCodes.Usage, "generate", "--preset", "celebahq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }),
             "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", outDir);
     }
 
     [Fact]
     public void AMemoryBudgetSmallerThanOneItemIsAUsageError()
     {
-        var r = CliProcess.Run(new[] { "generate", "--preset", "celeba-hq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }), "--condition", "digit:class=3",
+        var r = CliProcess.Run(new[] { "generate", "--preset", "celebahq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }), "--condition", "digit:class=3",
             "--out", Path.Combine(Root, "out") }, TimeSpan.FromMinutes(2), new Dictionary<string, string> { ["ZMAGIC_MEMORY_LIMIT_MB"] = "4000" });
         _out.WriteLine(r.Err);
         Assert.Equal(ExitCodes.Usage, r.Code);
-        Assert.Matches(@"--batch 1 on preset 'celeba-hq-ddpm' needs about [0-9.]+ GiB for a guided step; this machine has 3.9 GiB \(80 % usable\). Even one image does not fit", r.Err);
+        Assert.Matches(@"--batch 1 on preset 'celebahq-ddpm' needs about [0-9.]+ GiB for a guided step; this machine has 3.9 GiB \(80 % usable\). Even one image does not fit", r.Err);
     }
 
     [Fact]

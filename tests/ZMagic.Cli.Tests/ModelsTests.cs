@@ -11,9 +11,25 @@ public class ModelsTests
     {
         var (code, stdout, _) = CliRunner.Run("models");
         Assert.Equal(0, code);
-        Assert.Contains("digits", stdout);
-        Assert.Contains("celeba-hq-ddpm", stdout);
         Assert.Contains("thickness:ink=", stdout);
+        // One table: every preset of the library under the library's name, the embedded digits prior and sd15.
+        foreach (var name in ZMagic.Models.BackbonePresets.Names.Append("digits").Append("sd15"))
+            Assert.Contains(Environment.NewLine + "  " + name + " ", stdout);
+        Assert.Contains("adm-256-uncond", stdout);
+        Assert.Contains("aliases: celeba-hq-ddpm = celebahq-ddpm, ddpm-digits32 = digits32-ddpm", stdout);
+    }
+
+    [Fact]
+    public void Presets_AcceptTheOldCliNamesAndExplainSd15()
+    {
+        Assert.Equal("celebahq-ddpm", Presets.Get("celeba-hq-ddpm").Name);
+        Assert.Equal("digits32-ddpm", Presets.Get("DDPM-DIGITS32").Name);
+        var adm = Presets.Get("adm-256-uncond");
+        Assert.Equal((3, 256), (adm.Channels, adm.Size));
+        Assert.Contains("--model DIR", Assert.Throws<UsageException>(() => Presets.Get("sd15")).Message);
+        var unknown = Assert.Throws<UsageException>(() => Presets.Get("nope")).Message;
+        Assert.Contains("adm-256-uncond", unknown);
+        Assert.Contains("sd15", unknown);
     }
 
     [Fact]
@@ -32,7 +48,7 @@ public class ModelsTests
             Assert.Equal(ExitCodes.Input, no.Code);
             Assert.Contains("unexpected key '", no.Err);
             Assert.Contains(".block.1.", no.Err);
-            var other = CliRunner.Run("models", "check", "--preset", "celeba-hq-ddpm", good);
+            var other = CliRunner.Run("models", "check", "--preset", "celebahq-ddpm", good);
             Assert.Equal(ExitCodes.Input, other.Code);
             Assert.Contains("missing key", other.Err);
         }

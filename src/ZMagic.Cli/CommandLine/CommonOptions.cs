@@ -26,7 +26,7 @@ internal static class CommonOptions
     public static Option<string> Preset(string description = "backbone preset (zmagic models lists them)")
     {
         var o = CliOptions.RequiredText("--preset", description, "NAME", "-p");
-        o.CompletionSources.Add(Presets.All.Select(p => p.Name).ToArray());
+        o.CompletionSources.Add(Presets.All.Select(p => p.Name).Append(Presets.StableDiffusion).ToArray());
         return o;
     }
 

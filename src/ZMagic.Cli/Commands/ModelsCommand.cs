@@ -17,7 +17,7 @@ public static class ModelsCommand
     private const string Examples = """
         Examples:
           zmagic models
-          zmagic models check --preset celeba-hq-ddpm ~/models/celeba_hq.ckpt
+          zmagic models check --preset celebahq-ddpm ~/models/celeba_hq.ckpt
         """;
 
     /// <summary>The arguments of <c>zmagic models check</c>: declared here once, read in <see cref="Check"/>.</summary>
@@ -45,6 +45,9 @@ public static class ModelsCommand
             stdout.WriteLine($"  {preset.Name,-16} {preset.Description}");
             stdout.WriteLine($"  {"",-16} weights: {preset.Source}{(preset.Embedded is null ? "" : " (embedded; --weights optional)")}");
         }
+        stdout.WriteLine($"  {Presets.StableDiffusion,-16} Stable Diffusion 1.x (text-to-image latent diffusion; text, style and content conditions)");
+        stdout.WriteLine($"  {"",-16} weights: a diffusers folder (--model DIR; zmagic generate --preset {Presets.StableDiffusion} --help)");
+        stdout.WriteLine($"  aliases: {string.Join(", ", Presets.Aliases.Select(a => $"{a.Key} = {a.Value}"))}");
         stdout.WriteLine();
         stdout.WriteLine("Conditions (zmagic generate --condition):");
         foreach (var k in ConditionRegistry.All) stdout.WriteLine($"  {k.Help}");

@@ -15,7 +15,7 @@ namespace ZMagic.Cli.Commands;
 public static class SdGenerateCommand
 {
     /// <summary>The preset name that selects this command.</summary>
-    public const string Preset = "sd15";
+    public const string Preset = Presets.StableDiffusion;
 
     private const string Summary = "Generate images with Stable Diffusion 1.x (--preset sd15): a prompt plus style/content guidance";
 
