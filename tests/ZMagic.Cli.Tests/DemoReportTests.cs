@@ -43,5 +43,21 @@ public class DemoReportTests
         Assert.Contains(verdict, l => l.StartsWith("Equal wall time (0.300", StringComparison.Ordinal) && l.Contains("(25 steps, x2"));
         var md = new DemoReport(new DemoOptions(), result, 1).Markdown();
         Assert.Contains("| zmagic | 1 | 78.1 %", md);
+        Assert.DoesNotContain("Condition order", md);
+    }
+
+    [Fact]
+    public void Order_check_is_compared_with_the_given_order_at_the_same_scale()
+    {
+        var sweep = new List<SweepPoint> { Point("vanilla", 1, 25, 100, 256, 0.2), Point("zmagic", 1, 25, 100, 256, 0.3), Point("zmagic", 2, 25, 150, 256, 0.3) };
+        var auto = Point("zmagic", 2, 25, 200, 256, 0.45) with { ChosenFirst = new Dictionary<string, int> { ["digit"] = 56, ["thickness"] = 0, ["style"] = 200 } };
+        var result = new DemoResult(null, sweep, Array.Empty<SweepPoint>(), new[] { "digit", "thickness", "style" }, 7, 0.045, new[] { auto });
+        var report = new DemoReport(new DemoOptions(), result, 1);
+        Assert.Contains(report.Verdict(), l => l.StartsWith("--order auto on zmagic (x2): joint success 78.1 %", StringComparison.Ordinal)
+                                              && l.Contains("higher than the given order's 58.6 %") && l.Contains("1.50x the time"));
+        var md = report.Markdown();
+        Assert.Contains("| zmagic | auto | 2 | 78.1 %", md);
+        Assert.Contains("digit 56, thickness 0, style 200", md);
+        Assert.Contains("\"chosen_first\"", report.Json());
     }
 }

@@ -17,7 +17,7 @@ public class DemoTests
             Assert.True(code == 0, $"exit {code}: {stderr}");
             Assert.Contains("report.json", stdout);
             using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "report.json")));
-            foreach (var key in new[] { "unguided", "vanilla", "zmagic", "zmagic_cagrad" })
+            foreach (var key in new[] { "unguided", "vanilla", "vanilla_cagrad", "zmagic", "zmagic_cagrad" })
             {
                 var m = doc.RootElement.GetProperty(key);
                 foreach (var field in new[] { "joint_success", "seconds_per_image", "class_success", "thickness_success", "style_success" })
@@ -38,7 +38,7 @@ public class DemoTests
             // The sweep: every guided method at every scale, with intervals around each rate; the time curve: each
             // method's best scale at the sweep's steps and at the extra step count.
             var sweep = doc.RootElement.GetProperty("sweep").EnumerateArray().ToList();
-            Assert.Equal(6, sweep.Count);
+            Assert.Equal(8, sweep.Count);
             foreach (var p in sweep)
             {
                 double rate = p.GetProperty("joint_success").GetDouble();
@@ -48,8 +48,19 @@ public class DemoTests
                     Assert.True(double.IsFinite(p.GetProperty("final_energy").GetProperty(c).GetProperty("mean").GetDouble()));
             }
             var time = doc.RootElement.GetProperty("time_curve").EnumerateArray().ToList();
-            Assert.Equal(6, time.Count);
+            Assert.Equal(8, time.Count);
             Assert.Equal(new[] { 3, 4 }, time.Select(p => p.GetProperty("steps").GetInt32()).Distinct().Order().ToArray());
+            // The order check: each Z-Magic method once more at its best scale with --order auto; every sample chose one
+            // of the three conditions as the first.
+            var order = doc.RootElement.GetProperty("order_check").EnumerateArray().ToList();
+            Assert.Equal(new[] { "zmagic", "zmagic_cagrad" }, order.Select(p => p.GetProperty("method").GetString()).ToArray());
+            foreach (var p in order)
+            {
+                Assert.Equal("auto", p.GetProperty("order").GetString());
+                Assert.Equal(2, p.GetProperty("chosen_first").EnumerateObject().Sum(c => c.Value.GetInt32()));
+                Assert.Equal(new[] { "digit", "style", "thickness" }, p.GetProperty("chosen_first").EnumerateObject().Select(c => c.Name).Order().ToArray());
+            }
+            Assert.Contains("## Condition order", File.ReadAllText(Path.Combine(outDir, "report.md")));
             foreach (var f in new[] { "energies.png", "cosines.png", "reference.png", "sweep.png", "tradeoff.png", "time.png", "cosine_histogram.png" })
             {
                 using var bmp = SKBitmap.Decode(Path.Combine(outDir, f));

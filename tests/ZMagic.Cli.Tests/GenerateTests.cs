@@ -89,6 +89,55 @@ public class GenerateTests
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>
+    /// --order auto writes order.csv: per sample its chosen order (one of the candidates: each condition first) and the
+    /// trial energy of every candidate, the chosen one the lowest; the images are what --order given writes when the
+    /// choice is the given order, and the mode is refused where the order cannot matter.
+    /// </summary>
+    [Fact]
+    public void Generate_OrderAuto_WritesEachSamplesChoiceAndItsTrialEnergies()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string[] Args(string order, string outDir) => new[]
+            {
+                "generate", "--preset", "digits", "--condition", "digit:class=3", "--condition", "thickness:ink=0.25,scale=4",
+                "--condition", "style:heldout=777", "--method", "zmagic", "--steps", "6", "--seed", "2", "--samples", "4",
+                "--order", order, "--out", outDir, "--quiet",
+            };
+            string auto = Path.Combine(dir, "auto"), given = Path.Combine(dir, "given");
+            var (code, stdout, err) = CliRunner.Run(Args("auto", auto).Append("--order-steps").Append("2").ToArray());
+            Assert.True(code == 0, $"exit {code}: {err}");
+            Assert.Contains("order.csv", stdout);
+            var lines = File.ReadAllLines(Path.Combine(auto, "order.csv"));
+            Assert.Equal("sample,order,energy:digit>thickness>style,energy:thickness>digit>style,energy:style>digit>thickness", lines[0]);
+            Assert.Equal(5, lines.Length);
+            var orders = lines[0].Split(',').Skip(2).Select(h => h["energy:".Length..]).ToArray();
+            for (int i = 0; i < 4; i++)
+            {
+                var cells = lines[i + 1].Split(',');
+                Assert.Equal(i.ToString(System.Globalization.CultureInfo.InvariantCulture), cells[0]);
+                var energies = cells.Skip(2).Select(c => double.Parse(c, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+                Assert.All(energies, e => Assert.True(double.IsFinite(e) && e >= 0));
+                Assert.Equal(orders[Array.IndexOf(energies, energies.Min())], cells[1]);
+            }
+            Assert.True(CliRunner.Run(Args("given", given)).Code == 0);
+            Assert.False(File.Exists(Path.Combine(given, "order.csv")));
+            for (int i = 0; i < 4; i++)
+                if (lines[i + 1].Split(',')[1] == orders[0])
+                    Assert.Equal(File.ReadAllBytes(Path.Combine(given, $"sample_{i:D3}.png")), File.ReadAllBytes(Path.Combine(auto, $"sample_{i:D3}.png")));
+
+            var vanilla = CliRunner.Run("generate", "--preset", "digits", "-c", "digit:class=3", "--method", "vanilla", "--order", "auto", "--out", Path.Combine(dir, "v"));
+            Assert.Equal(2, vanilla.Code);
+            Assert.Contains("--order auto needs --method zmagic", vanilla.Err);
+            var stray = CliRunner.Run("generate", "--preset", "digits", "-c", "digit:class=3", "--order-steps", "2", "--out", Path.Combine(dir, "s"));
+            Assert.Equal(2, stray.Code);
+            Assert.Contains("--order-steps only applies with --order auto", stray.Err);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Fact]
     public void Generate_MissingWeightsFile_IsAnInputError_AndWritesNothing()
     {
@@ -148,7 +197,7 @@ public class GenerateTests
     [InlineData("unknown condition key", "--preset", "digits", "--condition", "digit:klass=3")]
     [InlineData("condition twice", "--preset", "digits", "--condition", "digit:class=3", "--condition", "digit:class=4")]
     [InlineData("bad class", "--preset", "digits", "--condition", "digit:class=11")]
-    [InlineData("digits condition on faces", "--preset", "celeba-hq-ddpm", "--random-weights", "--condition", "digit:class=1")]
+    [InlineData("digits condition on faces", "--preset", "celebahq-ddpm", "--random-weights", "--condition", "digit:class=1")]
     [InlineData("no cuda", "--preset", "digits", "--condition", "digit:class=1", "--device", "cuda")]
     public void Generate_BadOptions_AreUsageErrors(string why, params string[] args)
     {

@@ -16,7 +16,8 @@ public static class GenerateCommand
     // Built when help is shown: the condition kinds are a registry that can grow.
     private static string Details => $"""
         Samples images from a backbone preset (zmagic models) steered by conditions. Conditions are applied in the
-        order given (Z-Magic conditions sequentially: the first one proposes the step). Writes DIR/sample_NNN.png,
+        order given (Z-Magic conditions sequentially: the first one proposes the step; --order auto picks the first
+        condition per sample by a short trial of each). Writes DIR/sample_NNN.png,
         DIR/grid.png, DIR/trace.csv and DIR/trace.json; each file appears complete or not at all.
         Stable Diffusion 1.x has options of its own: zmagic generate --preset sd15 --help. The paper's recipes and the
         face and text conditions too: zmagic generate --recipe NAME --help (docs/recipes.md).
@@ -48,9 +49,13 @@ public static class GenerateCommand
         public readonly Option<string> Combiner = c.Declare(CliOptions.Choice("--combiner", "how task gradients combine (cagrad needs a guided method)", "sum", new[] { "sum", "cagrad" }));
         public readonly Option<double> CAGradC = c.Declare(CliOptions.Double("--cagrad-c", "CAGrad's c (only with --combiner cagrad)", 0.5, "C"));
         public readonly Option<int> Steps = c.Declare(CliOptions.Int("--steps", "sampler steps (at most the preset's training timesteps)", 50, 1, 1000, "K"));
+        public readonly Option<string> Order = c.Declare(CliOptions.Choice("--order",
+            "condition order of zmagic: as given, or auto (per sample, the order whose first --order-steps steps end at the lowest summed energy; writes order.csv)",
+            "given", new[] { "given", "auto" }));
+        public readonly Option<int> OrderSteps = c.Declare(CliOptions.Int("--order-steps", "steps each candidate order is tried for (only with --order auto)", 3, 1, 1000, "K"));
         public readonly Option<long> Seed = c.Declare(CommonOptions.Seed(0, "run seed; sample i depends only on (S, i)"));
         public readonly Option<int> Samples = c.Declare(CommonOptions.Samples(8, 100_000));
-        public readonly Option<int> Batch = c.Declare(CliOptions.Int("--batch", "images per sampler call; without --batch, fewer when 8 do not fit in memory", 8, 1, 4096, "B"));
+        public readonly Option<int> Batch = c.Declare(CliOptions.Int("--batch", "images per sampler call; without --batch, fewer when 8 do not fit in memory (1 on adm-256-uncond)", 8, 1, 4096, "B"));
         public readonly Option<string> Device = c.Declare(CommonOptions.Device());
         public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
         public readonly Option<string?> Out = c.Declare(CommonOptions.Out("zmagic-out"));
@@ -85,6 +90,10 @@ public static class GenerateCommand
         if (method != "unguided" && specs.Count == 0) throw new UsageException($"--method {method} needs at least one --condition.");
         int trainSteps = TrainSteps(preset);
         int steps = CliOptions.InRange(p.GetValue(o.Steps), 1, trainSteps, "--steps");
+        bool autoOrder = p.GetValue(o.Order) == "auto";
+        if (autoOrder && method != "zmagic") throw new UsageException($"--order auto needs --method zmagic: {method} does not depend on the order of the conditions.");
+        if (p.IsGiven(o.OrderSteps) && !autoOrder) throw new UsageException("--order-steps only applies with --order auto.");
+        var orderOptions = new ConditionOrderOptions { TrialSteps = p.GetValue(o.OrderSteps) };
         long seed = p.GetValue(o.Seed);
         int samples = p.GetValue(o.Samples);
         // Without --batch, the default of 8 shrinks to what fits in memory; a --batch that cannot fit is an error.
@@ -113,17 +122,32 @@ public static class GenerateCommand
             var sampler = new ConditionalSampler(denoiser);
             var all = new List<Tensor>();
             var trace = new SamplingTrace();
-            int done = 0, total = ((samples + batch - 1) / batch) * steps;
+            var orderRows = new List<string>();
+            int candidates = autoOrder ? ConditionOrder.Candidates(conditions.Count, allPermutations: false).Count : 0;
+            int done = 0, total = ((samples + batch - 1) / batch) * (steps + candidates * Math.Min(orderOptions.TrialSteps, steps));
             bool quiet = p.GetValue(o.Quiet);
             var bar = new Demo.TextProgressBar(quiet ? null : stderr, total);
             for (int first = 0; first < samples; first += batch)
             {
                 int n = Math.Min(batch, samples - first);
                 var options = new SamplerOptions { Steps = steps, Seed = seed, BatchSize = n, FirstItem = first, Strategy = strategy, Combiner = combiner, Device = device };
-                using var result = sampler.Sample(conditions, options, new Demo.SyncProgress<SamplingProgress>(_ => bar.Advance(method)), ct);
-                all.Add(result.Images.detach().to(torch.CPU).clone());
-                if (first == 0) { trace = result.Trace; }
-                else trace.Steps.AddRange(result.Trace.Steps);
+                var progress = new Demo.SyncProgress<SamplingProgress>(_ => bar.Advance(method));
+                if (autoOrder)
+                {
+                    using var ordered = sampler.SampleWithBestOrder(conditions, options, orderOptions, progress, ct);
+                    all.Add(ordered.Images.detach().to(torch.CPU).clone());
+                    foreach (var r in ordered.Runs)
+                        if (trace.Steps.Count == 0) trace = r.Trace;
+                        else trace.Steps.AddRange(r.Trace.Steps);
+                    orderRows.AddRange(OrderRows(ordered, conditions, first));
+                }
+                else
+                {
+                    using var result = sampler.Sample(conditions, options, progress, ct);
+                    all.Add(result.Images.detach().to(torch.CPU).clone());
+                    if (first == 0) { trace = result.Trace; }
+                    else trace.Steps.AddRange(result.Trace.Steps);
+                }
                 done += n;
             }
             bar.Done();
@@ -139,8 +163,9 @@ public static class GenerateCommand
             CliImages.WriteGrid(images, run.File("grid.png"), Math.Min(8, samples), scale: images.shape[2] < 64 ? 3 : 1, ct: ct);
             CliImages.WriteText(run.File("trace.csv"), trace.ToCsv(), ct);
             CliImages.WriteText(run.File("trace.json"), trace.ToJson(), ct);
+            if (autoOrder) CliImages.WriteText(run.File("order.csv"), OrderHeader(conditions) + string.Concat(orderRows), ct);
             run.Publish(ct);
-            stdout.WriteLine($"Wrote {samples} images, grid.png, trace.csv and trace.json to {Terminal.Escape(run.Target)}.");
+            stdout.WriteLine($"Wrote {samples} images, grid.png, trace.csv{(autoOrder ? ", order.csv" : "")} and trace.json to {Terminal.Escape(run.Target)}.");
             return ExitCodes.Ok;
         }
         finally
@@ -149,6 +174,16 @@ public static class GenerateCommand
         }
     }
 
+    /// <summary>order.csv's header: the sample, its chosen order, then the trial energy of every candidate order.</summary>
+    private static string OrderHeader(IReadOnlyList<IGuidanceCondition> conditions) =>
+        "sample,order," + string.Join(",", ConditionOrder.Candidates(conditions.Count, allPermutations: false)
+            .Select(c => "energy:" + string.Join(">", c.Select(i => conditions[i].Name)))) + "\n";
+
+    /// <summary>order.csv's rows for one batch.</summary>
+    private static IEnumerable<string> OrderRows(OrderedSamplingResult r, IReadOnlyList<IGuidanceCondition> conditions, int first) =>
+        r.Choice.Select((c, i) => string.Create(CultureInfo.InvariantCulture,
+            $"{first + i},{string.Join(">", r.Candidates[c].Select(k => conditions[k].Name))},{string.Join(",", r.TrialEnergies.Select(e => e[i].ToString("R", CultureInfo.InvariantCulture)))}\n"));
+
     /// <summary>The preset's training timesteps: more sampler steps than that cannot be taken.</summary>
     internal static int TrainSteps(BackbonePreset preset) =>
         preset.Config is ZMagic.Models.Ddpm.DdpmUNetConfig ddpm ? ddpm.NumDiffusionTimesteps : 1000;
@@ -156,7 +191,8 @@ public static class GenerateCommand
     /// <summary>The largest power of two up to <paramref name="max"/> whose guided step fits (1 at least).</summary>
     private static int FittingBatch(BackbonePreset preset, int max)
     {
-        if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return max;
+        // No memory model for other architectures (ADM at 256: 550M parameters): one image unless --batch says more.
+        if (preset.Config is not ZMagic.Models.Ddpm.DdpmUNetConfig ddpm) return 1;
         int b = max;
         while (b > 1 && MemoryBudget.DdpmBytes(ddpm, b) > 0.8 * MemoryBudget.Available) b /= 2;
         return b;

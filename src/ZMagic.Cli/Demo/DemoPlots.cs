@@ -12,7 +12,7 @@ public static class DemoPlots
 {
     private const int PanelWidth = 520;
     private const int PanelHeight = 360;
-    private static readonly string[] Compared = { "vanilla", "zmagic", "zmagic_cagrad" };
+    private static readonly string[] Compared = { "vanilla", "vanilla_cagrad", "zmagic", "zmagic_cagrad" };
 
     /// <summary>Writes sweep.png, tradeoff.png, time.png, cosine_histogram.png, energies.png and cosines.png into <paramref name="dir"/>.</summary>
     public static void Write(DemoResult result, double pictureScale, string dir)
@@ -171,10 +171,11 @@ public static class DemoPlots
         sc.Color = key switch
         {
             "vanilla" => Colors.OrangeRed,
+            "vanilla_cagrad" => Colors.DarkOrange,
             "zmagic" => Colors.SteelBlue,
             _ => Colors.SeaGreen,
         };
-        if (key == "zmagic_cagrad") sc.LinePattern = LinePattern.Dashed;
+        if (key.EndsWith("_cagrad", StringComparison.Ordinal)) sc.LinePattern = LinePattern.Dashed;
     }
 
     private static void Compose(IReadOnlyList<Plot> panels, string path)

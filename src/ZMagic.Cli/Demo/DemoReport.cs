@@ -19,6 +19,14 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
             root[p.Method] = PointJson(p);
         root["sweep"] = new JsonArray(result.Sweep.Select(p => (JsonNode)PointJson(p)).ToArray());
         root["time_curve"] = new JsonArray(result.TimeCurve.Select(p => (JsonNode)PointJson(p)).ToArray());
+        root["order_check"] = new JsonArray((result.OrderCheck ?? Array.Empty<SweepPoint>()).Select(p =>
+        {
+            var j = PointJson(p);
+            j["order"] = "auto";
+            j["order_trial_steps"] = options.OrderSteps;
+            j["chosen_first"] = new JsonObject(p.ChosenFirst!.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value)));
+            return (JsonNode)j;
+        }).ToArray());
         root["request"] = new JsonObject
         {
             ["target_class"] = options.TargetClass,
@@ -121,11 +129,29 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
         foreach (var p in result.TimeCurve.OrderBy(p => p.Method).ThenBy(p => p.SecondsPerImage))
             Line($"| {p.Method} | {p.Scale:G3} | {p.Steps} | {p.SecondsPerImage:F3} | {p.Joint} |");
         sb.AppendLine();
+        if (result.OrderCheck is { Count: > 0 } orderCheck)
+        {
+            Line($"## Condition order (`--order auto`, {o.OrderSteps} trial steps per candidate)");
+            sb.AppendLine();
+            sb.AppendLine("Each sample tries every condition as the first one for the first steps and keeps the order whose trial ends with the lowest summed energy; given order: " + string.Join(" > ", names) + ".");
+            sb.AppendLine();
+            sb.AppendLine("| method | order | scale x | joint success | class (judge) | thickness | style | s/image | chosen first |");
+            sb.AppendLine("|---|---|---|---|---|---|---|---|---|");
+            foreach (var a in orderCheck)
+            {
+                var g = result.Sweep.First(p => p.Method == a.Method && p.Scale == a.Scale);
+                Line($"| {g.Method} | given | {g.Scale:G3} | {g.Joint} | {g.Class} | {g.Thickness} | {g.Style} | {g.SecondsPerImage:F3} | {names[0]} (all) |");
+                Line($"| {a.Method} | auto | {a.Scale:G3} | {a.Joint} | {a.Class} | {a.Thickness} | {a.Style} | {a.SecondsPerImage:F3} | {string.Join(", ", a.ChosenFirst!.Select(kv => $"{kv.Key} {kv.Value}"))} |");
+            }
+            sb.AppendLine();
+        }
         sb.AppendLine("## Verdict");
         sb.AppendLine();
         foreach (var line in Verdict()) sb.AppendLine("- " + line);
         sb.AppendLine();
-        sb.AppendLine("Pictures (multiplier " + pictureScale.ToString("G3", Ci) + ", same seeds and positions): `unguided.png`, `vanilla.png`, `zmagic.png`, `zmagic_cagrad.png`.");
+        var guidedKeys = result.Sweep.Select(p => p.Method).Distinct().ToList();
+        sb.AppendLine("Pictures (same seeds and positions): at multiplier " + pictureScale.ToString("G3", Ci) + " " + string.Join(", ", guidedKeys.Prepend(result.Unguided?.Method).OfType<string>().Select(k => $"`{k}.png`"))
+                      + "; each method at its best scale " + string.Join(", ", guidedKeys.Select(k => string.Create(Ci, $"`{k}_best.png` (x{result.Best(k)!.Scale:G3})"))) + ".");
         sb.AppendLine("Plots: `sweep.png` (success against scale), `tradeoff.png` (final energy of one condition against another, one point per scale),");
         sb.AppendLine("`time.png` (joint success against seconds per image), `cosine_histogram.png` (cosines between the conditions' gradients over all steps, the paper's Fig. 1),");
         sb.AppendLine("`energies.png` and `cosines.png` (per step, first batch). Traces: `trace_*.csv`.");
@@ -136,12 +162,11 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
     public IEnumerable<string> Verdict()
     {
         var v = result.Best("vanilla");
-        foreach (var key in new[] { "zmagic", "zmagic_cagrad" })
+        foreach (var key in new[] { "zmagic", "zmagic_cagrad", "vanilla_cagrad" })
         {
             var z = result.Best(key);
             if (v is null || z is null) continue;
-            string relation = z.Joint.Low > v.Joint.High ? "higher than" : z.Joint.High < v.Joint.Low ? "lower than" : "not distinguishable from (the 95 % intervals overlap)";
-            yield return string.Create(Ci, $"Equal steps, best scale of each: {key} reaches joint success {z.Joint} (x{z.Scale:G3}), {relation} Vanilla's {v.Joint} (x{v.Scale:G3}).");
+            yield return string.Create(Ci, $"Equal steps, best scale of each: {key} reaches joint success {z.Joint} (x{z.Scale:G3}), {Relation(z, v)} Vanilla's {v.Joint} (x{v.Scale:G3}).");
             // Equal time: Vanilla's best point that costs no more than this method's best point.
             var budget = z.SecondsPerImage;
             var vt = result.TimeCurve.Concat(result.Sweep).Where(p => p.Method == "vanilla" && p.SecondsPerImage <= budget * 1.05)
@@ -152,9 +177,21 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
                 yield return string.Create(Ci, $"Equal wall time ({budget:F3} s/image): {key} {z.Joint} is {rel} Vanilla's best within that time, {vt.Joint} ({vt.Steps} steps, x{vt.Scale:G3}, {vt.SecondsPerImage:F3} s/image).");
             }
         }
-        var vc = result.Sweep.Where(p => p.Method == "vanilla").SelectMany(p => p.Cosines).ToList();
-        var zc = result.Sweep.Where(p => p.Method == "zmagic").SelectMany(p => p.Cosines).ToList();
-        if (vc.Count > 0 && zc.Count > 0)
-            yield return string.Create(Ci, $"Gradient cosines between conditions (all scales and steps): Vanilla mean {vc.Average():F3} ({vc.Count(c => c < 0) * 100.0 / vc.Count:F0} % negative), Z-Magic mean {zc.Average():F3} ({zc.Count(c => c < 0) * 100.0 / zc.Count:F0} % negative).");
+        // Sequential conditioning's own share under CAGrad: Z-Magic + CAGrad against CAGrad on independent gradients.
+        if (result.Best("zmagic_cagrad") is { } zc && result.Best("vanilla_cagrad") is { } vc)
+            yield return string.Create(Ci, $"Sequential conditioning under CAGrad: zmagic_cagrad {zc.Joint} (x{zc.Scale:G3}) is {Relation(zc, vc)} vanilla_cagrad's {vc.Joint} (x{vc.Scale:G3}).");
+        foreach (var a in result.OrderCheck ?? Array.Empty<SweepPoint>())
+        {
+            var g = result.Sweep.First(p => p.Method == a.Method && p.Scale == a.Scale);
+            string rel = a.Joint.Low > g.Joint.High ? "higher than" : a.Joint.High < g.Joint.Low ? "lower than" : "not distinguishable from (the 95 % intervals overlap)";
+            yield return string.Create(Ci, $"--order auto on {a.Method} (x{a.Scale:G3}): joint success {a.Joint}, {rel} the given order's {g.Joint}, at {a.SecondsPerImage / g.SecondsPerImage:F2}x the time per image.");
+        }
+        var vcos = result.Sweep.Where(p => p.Method == "vanilla").SelectMany(p => p.Cosines).ToList();
+        var zcos = result.Sweep.Where(p => p.Method == "zmagic").SelectMany(p => p.Cosines).ToList();
+        if (vcos.Count > 0 && zcos.Count > 0)
+            yield return string.Create(Ci, $"Gradient cosines between conditions (all scales and steps): Vanilla mean {vcos.Average():F3} ({vcos.Count(c => c < 0) * 100.0 / vcos.Count:F0} % negative), Z-Magic mean {zcos.Average():F3} ({zcos.Count(c => c < 0) * 100.0 / zcos.Count:F0} % negative).");
     }
+
+    private static string Relation(SweepPoint a, SweepPoint b) =>
+        a.Joint.Low > b.Joint.High ? "higher than" : a.Joint.High < b.Joint.Low ? "lower than" : "not distinguishable from (the 95 % intervals overlap)";
 }

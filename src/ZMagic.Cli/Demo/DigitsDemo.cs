@@ -17,8 +17,9 @@ namespace ZMagic.Cli.Demo;
 /// <param name="SecondsPerImage">Wall time per sample.</param>
 /// <param name="Cosines">Cosines between the conditions' gradients over all steps and batches (pairs pooled).</param>
 /// <param name="Trace">The trace of the first batch.</param>
+/// <param name="ChosenFirst">With <c>--order auto</c>: how many samples chose each condition as the first; else null.</param>
 public sealed record SweepPoint(string Method, double Scale, int Steps, IReadOnlyList<DigitScore> Scores, double[][] FinalEnergies,
-    double SecondsPerImage, IReadOnlyList<double> Cosines, SamplingTrace Trace)
+    double SecondsPerImage, IReadOnlyList<double> Cosines, SamplingTrace Trace, IReadOnlyDictionary<string, int>? ChosenFirst = null)
 {
     /// <summary>Samples meeting all three conditions.</summary>
     public Proportion Joint => Proportion.Of(Scores, s => s.Joint);
@@ -84,8 +85,9 @@ public readonly record struct Proportion(int Successes, int Trials)
 /// <param name="ConditionNames">Names of the conditions in Z-Magic's order.</param>
 /// <param name="ReferenceLabel">Class of the style reference.</param>
 /// <param name="ReferenceInk">Ink mass of the style reference.</param>
+/// <param name="OrderCheck">Each Z-Magic method at its best scale with the order chosen per sample (<c>--order auto</c>).</param>
 public sealed record DemoResult(SweepPoint? Unguided, IReadOnlyList<SweepPoint> Sweep, IReadOnlyList<SweepPoint> TimeCurve,
-    IReadOnlyList<string> ConditionNames, int ReferenceLabel, double ReferenceInk)
+    IReadOnlyList<string> ConditionNames, int ReferenceLabel, double ReferenceInk, IReadOnlyList<SweepPoint>? OrderCheck = null)
 {
     /// <summary>The point of <paramref name="method"/> with the highest joint success (ties: the smaller scale).</summary>
     public SweepPoint? Best(string method) => Sweep.Where(p => p.Method == method)
@@ -132,19 +134,31 @@ public sealed class DigitsDemo
             var guided = _o.Methods.Where(m => m != "unguided").ToList();
             int batches = (_o.Samples + _o.Batch - 1) / _o.Batch;
             int extraSteps = _o.TimeSteps.Where(s => s != _o.Steps).Sum();
-            int total = batches * ((_o.Methods.Contains("unguided") ? _o.Steps : 0) + guided.Count * (_o.Sweep.Count * _o.Steps + extraSteps));
+            var ordered = _o.OrderSteps > 0 ? guided.Where(m => m.StartsWith("zmagic", StringComparison.Ordinal)).ToList() : new List<string>();
+            int orderSteps = ordered.Count * (_o.Steps + names.Count * Math.Min(_o.OrderSteps, _o.Steps));
+            int total = batches * ((_o.Methods.Contains("unguided") ? _o.Steps : 0) + guided.Count * (_o.Sweep.Count * _o.Steps + extraSteps) + orderSteps);
             var bar = new TextProgressBar(status, total);
             var sampler = new ConditionalSampler(prior);
             var pictures = new Dictionary<string, Tensor>();
             try
             {
-                SweepPoint Point(string method, double scale, int steps, bool keepPicture)
+                SweepPoint Point(string method, double scale, int steps, bool keepPicture, bool autoOrder = false)
                 {
                     var conditions = method == "unguided" ? Array.Empty<IGuidanceCondition>() : BuildConditions(guide, reference, scale);
-                    var p = RunPoint(sampler, method, scale, steps, conditions, guide, reference, evaluator, bar, keepPicture ? pictures : null, ct);
+                    var p = RunPoint(sampler, method, scale, steps, conditions, guide, reference, evaluator, bar, keepPicture ? pictures : null, autoOrder, ct);
                     bar.Note(FormattableString.Invariant(
-                        $"{method,-14} x{scale,-5:G3} {steps,3} steps  joint {p.Joint.Rate:P0}  class {p.Class.Rate:P0}  thickness {p.Thickness.Rate:P0}  style {p.Style.Rate:P0}  {p.SecondsPerImage:F3} s/image"));
+                        $"{(autoOrder ? method + "_auto" : method),-14} x{scale,-5:G3} {steps,3} steps  joint {p.Joint.Rate:P0}  class {p.Class.Rate:P0}  thickness {p.Thickness.Rate:P0}  style {p.Style.Rate:P0}  {p.SecondsPerImage:F3} s/image"));
                     return p;
+                }
+
+                // Warm-up, untimed: the first sampler call pays one-time native set-up that would otherwise be charged to
+                // whichever point runs first.
+                using (sampler.Sample(BuildConditions(guide, reference, 1), new SamplerOptions
+                       {
+                           Steps = 2, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples),
+                           Strategy = new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }),
+                       }, null, ct))
+                {
                 }
 
                 double pictureScale = _o.Sweep.OrderBy(s => Math.Abs(Math.Log(s))).First();
@@ -152,7 +166,7 @@ public sealed class DigitsDemo
                 var sweep = new List<SweepPoint>();
                 foreach (var method in guided)
                     foreach (var scale in _o.Sweep)
-                        sweep.Add(Point(method, scale, _o.Steps, scale == pictureScale));
+                        sweep.Add(Point(method, scale, _o.Steps, true));
                 var partial = new DemoResult(unguided, sweep, Array.Empty<SweepPoint>(), names, referenceLabel, referenceInk);
                 var timeCurve = new List<SweepPoint>();
                 foreach (var method in guided)
@@ -162,12 +176,24 @@ public sealed class DigitsDemo
                     foreach (int steps in _o.TimeSteps.Where(s => s != _o.Steps))
                         timeCurve.Add(Point(method, best.Scale, steps, false));
                 }
+                // The condition order chosen per sample (--order auto), at each Z-Magic method's best scale.
+                var orderCheck = ordered.Select(m => Point(m, partial.Best(m)!.Scale, _o.Steps, false, autoOrder: true)).ToList();
                 bar.Done();
-                var result = partial with { TimeCurve = timeCurve };
+                var result = partial with { TimeCurve = timeCurve, OrderCheck = orderCheck };
 
                 string staging = run.Staging;
-                foreach (var (key, images) in pictures)
-                    CliImages.WriteGrid(images, Path.Combine(staging, key + ".png"), columns: Math.Min(8, (int)images.shape[0]), scale: 3, ct: ct);
+                // Grids: every method at multiplier 1 (<method>.png) and at its own best scale (<method>_best.png).
+                void Grid(string key, string file)
+                {
+                    var images = pictures[key];
+                    CliImages.WriteGrid(images, Path.Combine(staging, file), columns: Math.Min(8, (int)images.shape[0]), scale: 3, ct: ct);
+                }
+                if (unguided is not null) Grid(PictureKey("unguided", 0), "unguided.png");
+                foreach (var method in guided)
+                {
+                    Grid(PictureKey(method, pictureScale), method + ".png");
+                    Grid(PictureKey(method, result.Best(method)!.Scale), method + "_best.png");
+                }
                 CliImages.WriteGrid(reference, Path.Combine(staging, "reference.png"), 1, scale: 4, ct: ct);
                 foreach (var p in sweep.Where(p => p.Scale == pictureScale).Prepend(unguided).OfType<SweepPoint>())
                     CliImages.WriteText(Path.Combine(staging, "trace_" + p.Method + ".csv"), p.Trace.ToCsv(), ct);
@@ -192,9 +218,11 @@ public sealed class DigitsDemo
     }
 
     private SweepPoint RunPoint(ConditionalSampler sampler, string method, double scale, int steps, IReadOnlyList<IGuidanceCondition> conditions,
-        GuideClassifier guide, Tensor reference, DigitsEvaluator evaluator, TextProgressBar bar, Dictionary<string, Tensor>? pictures, CancellationToken ct)
+        GuideClassifier guide, Tensor reference, DigitsEvaluator evaluator, TextProgressBar bar, Dictionary<string, Tensor>? pictures, bool autoOrder, CancellationToken ct)
     {
         var (strategy, combiner) = MethodOf(method);
+        string label = autoOrder ? method + "_auto" : method;
+        var chosenFirst = autoOrder ? conditions.ToDictionary(c => c.Name, _ => 0) : null;
         var images = new List<Tensor>();
         var cosines = new List<double>();
         SamplingTrace? first = null;
@@ -209,11 +237,23 @@ public sealed class DigitsDemo
                     Steps = steps, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples - item), FirstItem = item,
                     Strategy = strategy, Combiner = combiner,
                 };
-                var progress = new SyncProgress<SamplingProgress>(_ => bar.Advance(method));
-                using var result = sampler.Sample(conditions, options, progress, ct);
-                images.Add(result.Images.detach().clamp(-1, 1));
-                first ??= result.Trace;
-                foreach (var s in result.Trace.Steps)
+                var progress = new SyncProgress<SamplingProgress>(_ => bar.Advance(label));
+                var traces = new List<SamplingTrace>();
+                if (autoOrder)
+                {
+                    using var result = sampler.SampleWithBestOrder(conditions, options, new ConditionOrderOptions { TrialSteps = _o.OrderSteps }, progress, ct);
+                    images.Add(result.Images.detach().clamp(-1, 1));
+                    traces.AddRange(result.Runs.Select(r => r.Trace));
+                    foreach (int c in result.Choice) chosenFirst![conditions[result.Candidates[c][0]].Name]++;
+                }
+                else
+                {
+                    using var result = sampler.Sample(conditions, options, progress, ct);
+                    images.Add(result.Images.detach().clamp(-1, 1));
+                    traces.Add(result.Trace);
+                }
+                first ??= traces[0];
+                foreach (var s in traces.SelectMany(t => t.Steps))
                     if (s.GradientCosines is { } c)
                         for (int i = 0; i < c.Length; i++)
                             for (int j = i + 1; j < c[i].Length; j++)
@@ -224,14 +264,16 @@ public sealed class DigitsDemo
             var scores = evaluator.Score(all);
             // Every condition's energy on the final samples, also for methods that did not use it (unguided).
             var energies = BuildConditions(guide, reference, 1).Select(c => FinalEnergy(c, all)).ToArray();
-            if (pictures is not null) pictures[method] = all[..Math.Min(64, _o.Samples)].detach().clone();
-            return new SweepPoint(method, scale, steps, scores, energies, secondsPerImage, cosines, first!);
+            if (pictures is not null) pictures[PictureKey(method, scale)] = all[..Math.Min(64, _o.Samples)].detach().clone();
+            return new SweepPoint(method, scale, steps, scores, energies, secondsPerImage, cosines, first!, chosenFirst);
         }
         finally
         {
             foreach (var t in images) t.Dispose();
         }
     }
+
+    private static string PictureKey(string method, double scale) => FormattableString.Invariant($"{method}@{scale:R}");
 
     private static double[] FinalEnergy(IGuidanceCondition condition, Tensor images)
     {
@@ -254,6 +296,8 @@ public sealed class DigitsDemo
         // Per-condition gradients so that the trace carries the cosines between conditions (paper Fig. 1); the
         // update is the same sum as FreeDoM's fused backward.
         "vanilla" => (new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }), SumCombiner.Instance),
+        // The ablation: CAGrad without sequential conditioning, to tell CAGrad's share of Z-Magic + CAGrad's result.
+        "vanilla_cagrad" => (new VanillaStrategy(), new CAGradCombiner(_o.CAGradC)),
         "zmagic" => (new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }), SumCombiner.Instance),
         "zmagic_cagrad" => (new ZMagicStrategy(new ZMagicOptions()), new CAGradCombiner(_o.CAGradC)),
         _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
