@@ -12,20 +12,21 @@ public static class DemoCommand
     private const string Details = """
         Generates digits with the embedded prior for one request whose conditions pull against each other: digit
         class (guide classifier), thick strokes (ink mass) and the style of a thin digit of another class (Gram
-        matrices of guide features). Unguided sampling, Vanilla (independent, FreeDoM-style) guidance, Vanilla + CAGrad
-        (the ablation: CAGrad without sequential conditioning), Z-Magic and Z-Magic + CAGrad run at the same seeds, over one shared grid of guidance scales at equal steps, then at each
-        method's best scale over other step counts (equal wall time), and with the condition order chosen per sample
-        (--order auto, at each Z-Magic method's best scale). Needs no download and no GPU; about 15 minutes
-        on 2 CPU cores with the defaults (--samples 64 --sweep 0.5,1,2 --time-steps none takes about two).
+        matrices of guide features). Unguided sampling, Vanilla (independent, FreeDoM-style) guidance, Vanilla +
+        CAGrad (the ablation: CAGrad without sequential conditioning), Z-Magic and Z-Magic + CAGrad run at the same
+        seeds over one shared grid of guidance scales at equal steps, then at each method's best scale over other
+        step counts (equal wall time), and with the condition order chosen per sample (--order auto, at each Z-Magic
+        method's best scale). Needs no download and no GPU; about 11 minutes on 2 CPU cores with the defaults
+        (--samples 64 --sweep 1,2,4,8 --time-steps none takes about two).
 
-        Writes to DIR: unguided.png and <method>.png (image grids at multiplier 1), <method>_best.png (each method at
-        its best scale), reference.png, sweep.png (success vs scale with 95 % intervals), tradeoff.png (final energies of two
-        conditions, one point per scale), time.png (success vs seconds per image), cosine_histogram.png (cosines
-        between the conditions' gradients; the paper's Fig. 1), energies.png and cosines.png (per step), report.md,
-        report.json (per method at multiplier 1: joint_success, class_success, thickness_success, style_success,
-        seconds_per_image, ...; "sweep", "time_curve" and "order_check" with every point and its intervals) and
-        trace_<method>.csv.
-        Files appear only when the run completes (Ctrl+C leaves nothing partial).
+        Writes to DIR: unguided.png and <method>.png (image grids at multiplier 1), <method>_best.png (each method
+        at its best scale), reference.png, sweep.png (success vs scale with 95 % intervals), tradeoff.png (final
+        energies of two conditions, one point per scale), time.png (success vs seconds per image),
+        cosine_histogram.png (cosines between the conditions' gradients; the paper's Fig. 1), energies.png and
+        cosines.png (per step), report.md, report.json (per method at multiplier 1: joint_success, class_success,
+        thickness_success, style_success, seconds_per_image, ...; "sweep", "time_curve" and "order_check" with
+        every point and its intervals) and trace_<method>.csv. Files appear only when the run completes (Ctrl+C
+        leaves nothing partial).
         """;
 
     private const string Examples = """
