@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs ZMagic.Core, ZMagic.Models, ZMagic.Encoders and ZMagic.Guidance (.nupkg + .snupkg) into artifacts/packages
+# Packs ZMagic.Core, ZMagic.Models, ZMagic.Encoders, ZMagic.Guidance and ZMagic.Demo.Digits (.nupkg + .snupkg) into artifacts/packages
 # (or the folder given). With --tool it also packs the dotnet tool `zmagic`: ZMagic.Cli (pointer package) and
 # ZMagic.Cli.linux-x64 (the tool with libtorch, about 130 MB; see docs/cli.md).
 # Usage: scripts/pack.sh [--tool] [OUT_DIR] [MSBuild arguments, e.g. -p:VersionSuffix=preview.1 or -p:NoBuild=true]

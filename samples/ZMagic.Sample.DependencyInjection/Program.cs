@@ -22,8 +22,8 @@ Console.WriteLine($"Microsoft.Extensions.Options {InformationalVersion(typeof(Op
 
 static IServiceCollection AddZMagicWithDigits(IServiceCollection services, int steps) => services.AddZMagic(o =>
 {
-    // The digits prior embedded in ZMagic.Guidance (1x32x32), sampled with x0 clipping: no download needed.
-    o.DenoiserFactory = _ => new X0ClippingDenoiser(ZMagic.Guidance.Digits.DigitsModels.LoadPrior());
+    // The digits prior embedded in ZMagic.Demo.Digits (1x32x32), sampled with x0 clipping: no download needed.
+    o.DenoiserFactory = _ => new X0ClippingDenoiser(ZMagic.Demo.Digits.DigitsModels.LoadPrior());
     o.Steps = steps;
     o.Strategy = ZMagicStrategyKind.Vanilla;
 });

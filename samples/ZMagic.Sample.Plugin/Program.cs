@@ -16,10 +16,10 @@ int steps = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInf
 var services = new ServiceCollection();
 services.AddZMagic(o =>
 {
-    // The embedded digits prior that ships inside ZMagic.Guidance (1x32x32), sampled with x0 clipping. Any IDenoiser
+    // The embedded digits prior that ships inside ZMagic.Demo.Digits (1x32x32), sampled with x0 clipping. Any IDenoiser
     // works here: GaussianPrior below is a one-class example; with a real checkpoint:
     // o.Backbone = "celebahq-ddpm"; o.WeightsPath = "celeba_hq.ckpt";
-    o.DenoiserFactory = _ => new X0ClippingDenoiser(ZMagic.Guidance.Digits.DigitsModels.LoadPrior());
+    o.DenoiserFactory = _ => new X0ClippingDenoiser(ZMagic.Demo.Digits.DigitsModels.LoadPrior());
     o.Steps = steps;
 });
 // The plug-in's own condition type, configured through the options pattern.

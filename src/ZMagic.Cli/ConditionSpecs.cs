@@ -1,7 +1,7 @@
 using System.Globalization;
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 
 namespace ZMagic.Cli;

@@ -1,6 +1,6 @@
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.IO;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models;
 using ZMagic.Models.Ddpm;
 using TorchSharp;
@@ -40,7 +40,7 @@ public static class Presets
     /// <summary>Every pixel-space preset, by name (sd15 is listed by <c>zmagic models</c> but has options of its own).</summary>
     public static IReadOnlyList<BackbonePreset> All { get; } = BackbonePresets.All.Select(FromLibrary)
         .Prepend(new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
-            "embedded in ZMagic.Guidance (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
+            "embedded in ZMagic.Demo.Digits (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
             (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource))
         .ToArray();
 

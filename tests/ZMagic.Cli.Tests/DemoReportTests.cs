@@ -1,6 +1,6 @@
 using ZMagic.Cli.Demo;
 using ZMagic.Core.Sampling;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 
 namespace ZMagic.Cli.Tests;
 

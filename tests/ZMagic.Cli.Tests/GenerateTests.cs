@@ -1,6 +1,6 @@
 using SkiaSharp;
 using TorchSharp;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 

@@ -2,7 +2,7 @@ using System.Text;
 using TorchSharp;
 using Xunit.Abstractions;
 using ZMagic.Core.IO;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models.Ddpm;
 using ZMagic.TestSupport;
 using static TorchSharp.torch;

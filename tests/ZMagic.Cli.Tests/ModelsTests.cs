@@ -1,4 +1,4 @@
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models.Ddpm;
 using TorchSharp;
 

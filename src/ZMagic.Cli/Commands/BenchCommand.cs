@@ -6,7 +6,7 @@ using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
 using ZMagic.Guidance.Benchmarking;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 
 namespace ZMagic.Cli.Commands;

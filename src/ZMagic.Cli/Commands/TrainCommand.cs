@@ -5,7 +5,7 @@ using System.Text;
 using TorchSharp;
 using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Diffusion;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
@@ -17,7 +17,7 @@ public static class TrainCommand
     private const string Summary = "Train the embedded digits networks (`train digits`)";
 
     private const string Details = """
-        Trains the networks embedded in ZMagic.Guidance (CPU only):
+        Trains the networks embedded in ZMagic.Demo.Digits (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
           judge  a LeNet-5-like classifier of another architecture and seed, used only to evaluate
           prior  a small DDPM UNet (1 channel, 32x32, linear betas, 1000 steps, epsilon loss)
@@ -31,7 +31,7 @@ public static class TrainCommand
 
     private const string Examples = """
         Example:
-          zmagic train digits --out src/ZMagic.Guidance/Digits/Assets --seed 1234
+          zmagic train digits --out src/ZMagic.Demo.Digits/Assets --seed 1234
         """;
 
     private static readonly string[] Networks = { "guide", "judge", "prior" };

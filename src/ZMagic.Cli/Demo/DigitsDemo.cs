@@ -3,7 +3,7 @@ using TorchSharp;
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 
 namespace ZMagic.Cli.Demo;

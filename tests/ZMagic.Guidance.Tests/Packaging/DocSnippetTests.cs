@@ -72,6 +72,19 @@ public sealed class DocSnippetTests
     }
 
     [Fact]
+    public void Embedded_digits_prior_snippet_makes_digits_of_the_wanted_class()
+    {
+        using var result = DocSnippets.EmbeddedPrior();
+        Assert.Equal([8L, 1, 32, 32], result.Images.shape);
+        using var judge = ZMagic.Demo.Digits.DigitsModels.LoadJudge();
+        using var noGrad = TorchSharp.torch.no_grad();
+        using var x = result.Images.clamp(-1, 1);
+        using var logits = judge.forward(x);
+        var classes = logits.argmax(1).data<long>().ToArray();
+        Assert.True(classes.Count(c => c == 3) >= 6, $"judged classes: {string.Join(",", classes)}");
+    }
+
+    [Fact]
     public void Strategies_combiners_and_trace_run()
     {
         var (vanilla, zmagic) = DocSnippets.Strategies(new GaussianPrior(1, 16, 0.5));

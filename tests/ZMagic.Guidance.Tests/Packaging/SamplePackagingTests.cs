@@ -19,7 +19,7 @@ namespace ZMagic.Guidance.Tests.Packaging;
 [Collection(PackagingCollection.Name)]
 public sealed class SamplePackagingTests(ITestOutputHelper output)
 {
-    private static readonly string[] Libraries = ["ZMagic.Core", "ZMagic.Models", "ZMagic.Encoders", "ZMagic.Guidance"];
+    private static readonly string[] Libraries = ["ZMagic.Core", "ZMagic.Models", "ZMagic.Encoders", "ZMagic.Guidance", "ZMagic.Demo.Digits"];
 
     [Fact]
     public void Packed_libraries_restore_build_and_run_the_plugin_sample()
@@ -112,6 +112,7 @@ public sealed class SamplePackagingTests(ITestOutputHelper output)
             output.WriteLine($"sample restore+build: {build.Elapsed.TotalSeconds:F1} s");
             string assets = File.ReadAllText(Path.Combine(sample, "obj", "project.assets.json"));
             Assert.Contains($"\"ZMagic.Guidance/{version}\"", assets, StringComparison.Ordinal);
+            Assert.Contains($"\"ZMagic.Demo.Digits/{version}\"", assets, StringComparison.Ordinal);
             Assert.DoesNotContain("\"type\": \"project\"", assets, StringComparison.Ordinal);
             checkAssets?.Invoke(assets);
 

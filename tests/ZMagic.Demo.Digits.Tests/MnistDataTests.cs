@@ -1,10 +1,10 @@
 using System.Formats.Tar;
 using System.IO.Compression;
 using System.Text;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Tests.Digits;
+namespace ZMagic.Demo.Digits.Tests;
 
 public class MnistDataTests
 {

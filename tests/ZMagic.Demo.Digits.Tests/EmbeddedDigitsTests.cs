@@ -1,9 +1,9 @@
 using TorchSharp;
 using ZMagic.Core.Diffusion;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Tests.Digits;
+namespace ZMagic.Demo.Digits.Tests;
 
 public class EmbeddedDigitsTests
 {

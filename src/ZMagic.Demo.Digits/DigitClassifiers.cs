@@ -3,7 +3,7 @@ using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>
 /// The "guide" digit classifier that the digit conditions differentiate through: four 3x3 convolutions with SiLU and

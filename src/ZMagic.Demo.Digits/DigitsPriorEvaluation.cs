@@ -5,7 +5,7 @@ using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>How a digits prior is sampled for <see cref="DigitsPriorEvaluation"/>.</summary>
 public sealed record PriorEvaluationOptions

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>What a digits request asks for and how success is judged.</summary>
 /// <param name="TargetClass">Wanted digit (judged by the judge classifier, never by the guide).</param>

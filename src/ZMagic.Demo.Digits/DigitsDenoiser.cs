@@ -2,7 +2,7 @@ using ZMagic.Core.Diffusion;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>
 /// The digits prior as seen by the sampler: 1 channel at 32x32. Inside, the DDPM UNet runs on the 4x4

@@ -3,7 +3,7 @@ using TorchSharp;
 using ZMagic.Core.IO;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>Saving and loading the digits networks' weights (fp16 safetensors, embedded in this assembly).</summary>
 public static class DigitsWeights
@@ -81,14 +81,14 @@ public static class DigitsWeights
     public static Stream OpenEmbedded(string name)
     {
         var asm = typeof(DigitsWeights).Assembly;
-        string full = $"ZMagic.Guidance.Digits.Assets.{name}";
+        string full = $"ZMagic.Demo.Digits.Assets.{name}";
         return asm.GetManifestResourceStream(full)
-            ?? throw new FileNotFoundException($"The embedded digits asset '{name}' is missing from {asm.GetName().Name} (run `zmagic train digits` to create src/ZMagic.Guidance/Digits/Assets/{name}).", full);
+            ?? throw new FileNotFoundException($"The embedded digits asset '{name}' is missing from {asm.GetName().Name} (run `zmagic train digits` to create src/ZMagic.Demo.Digits/Assets/{name}).", full);
     }
 
     /// <summary>Whether an embedded asset exists.</summary>
     public static bool HasEmbedded(string name) =>
-        typeof(DigitsWeights).Assembly.GetManifestResourceInfo($"ZMagic.Guidance.Digits.Assets.{name}") is not null;
+        typeof(DigitsWeights).Assembly.GetManifestResourceInfo($"ZMagic.Demo.Digits.Assets.{name}") is not null;
 
     /// <summary>
     /// Environment variable naming a folder whose files replace the embedded assets of the same name (for example the

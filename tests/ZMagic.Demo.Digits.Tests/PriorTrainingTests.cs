@@ -1,10 +1,10 @@
 using TorchSharp;
 using ZMagic.Core.Diffusion;
-using ZMagic.Guidance.Digits;
+using ZMagic.Demo.Digits;
 using ZMagic.Models.Ddpm;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Tests.Digits;
+namespace ZMagic.Demo.Digits.Tests;
 
 public sealed class PriorTrainingTests : IDisposable
 {

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Digits;
+namespace ZMagic.Demo.Digits;
 
 /// <summary>Progress of <see cref="DigitsTrainer"/>.</summary>
 /// <param name="Stage">"guide", "judge" or "prior".</param>
