@@ -34,7 +34,7 @@ public class CombinerBenchmarks
     public void Setup()
     {
         torch.manual_seed(0);
-        _device = ZMagic.Guidance.Benchmarking.StepBenchmark.ParseDevice(Device);
+        _device = ZMagic.Benchmarking.StepBenchmark.ParseDevice(Device);
         _tasks = Enumerable.Range(0, K).Select(_ => torch.randn(1, 3, 256, 256).to(_device)).ToArray();
         _combiner = Combiner switch
         {
@@ -54,7 +54,7 @@ public class CombinerBenchmarks
     {
         using var scope = torch.NewDisposeScope();
         _combiner.Combine(_tasks);
-        ZMagic.Guidance.Benchmarking.StepBenchmark.Synchronize(_device);
+        ZMagic.Benchmarking.StepBenchmark.Synchronize(_device);
     }
 
     /// <summary>Frees the tasks.</summary>

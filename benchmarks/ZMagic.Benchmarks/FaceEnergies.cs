@@ -2,7 +2,7 @@ using TorchSharp;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.IO;
 using ZMagic.Encoders.Face;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 using ZMagic.Guidance.Face;
 using static TorchSharp.torch;
 

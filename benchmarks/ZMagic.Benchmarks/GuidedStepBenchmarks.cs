@@ -3,7 +3,7 @@ using TorchSharp;
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 using ZMagic.Models;
 using static TorchSharp.torch;
 

@@ -1,6 +1,6 @@
 using System.Globalization;
 using BenchmarkDotNet.Running;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 
 namespace ZMagic.Benchmarks;
 

@@ -5,7 +5,7 @@ using TorchSharp;
 using ZMagic.Cli.CommandLine;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 using ZMagic.Demo.Digits;
 using static TorchSharp.torch;
 

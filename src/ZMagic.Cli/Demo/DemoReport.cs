@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 
 namespace ZMagic.Cli.Demo;
 

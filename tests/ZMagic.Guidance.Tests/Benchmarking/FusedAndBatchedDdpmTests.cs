@@ -2,7 +2,7 @@ using TorchSharp;
 using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 using ZMagic.Guidance.Tests.Reliability;
 using ZMagic.TestSupport;
 using static TorchSharp.torch;

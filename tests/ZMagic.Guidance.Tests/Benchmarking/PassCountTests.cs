@@ -1,7 +1,7 @@
 using System.Text.Json;
 using TorchSharp;
 using ZMagic.Core.Diffusion;
-using ZMagic.Guidance.Benchmarking;
+using ZMagic.Benchmarking;
 using static TorchSharp.torch;
 
 namespace ZMagic.Guidance.Tests.Benchmarking;

@@ -1,6 +1,6 @@
 using ZMagic.Core.Guidance;
 
-namespace ZMagic.Guidance.Benchmarking;
+namespace ZMagic.Benchmarking;
 
 /// <summary>The method and combiner names the benchmarks and <c>zmagic bench</c> accept.</summary>
 public static class BenchmarkMethods

@@ -1,7 +1,7 @@
 using ZMagic.Core.Guidance;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Benchmarking;
+namespace ZMagic.Benchmarking;
 
 /// <summary>
 /// A cheap, differentiable stand-in for an attribute encoder, so that step benchmarks measure the denoiser and the

@@ -8,7 +8,7 @@ using ZMagic.Core.Guidance;
 using ZMagic.Core.Sampling;
 using static TorchSharp.torch;
 
-namespace ZMagic.Guidance.Benchmarking;
+namespace ZMagic.Benchmarking;
 
 /// <summary>Settings of a step measurement.</summary>
 public sealed record StepBenchmarkOptions
