@@ -27,10 +27,10 @@ public abstract class GuidedStepBenchmarkBase
     /// <summary>The backbone name (see <see cref="Backbones"/>).</summary>
     protected abstract string Backbone { get; }
 
-    /// <summary>Method name (see <see cref="BenchmarkMethods.Methods"/>).</summary>
+    /// <summary>Method name (see <see cref="GuidanceMethods.Methods"/>).</summary>
     public abstract string Method { get; set; }
 
-    /// <summary>Combiner name (see <see cref="BenchmarkMethods.Combiners"/>).</summary>
+    /// <summary>Combiner name (see <see cref="GuidanceMethods.Combiners"/>).</summary>
     public abstract string Combiner { get; set; }
 
     /// <summary>Number of toy conditions.</summary>
@@ -58,8 +58,8 @@ public abstract class GuidedStepBenchmarkBase
             _conditions = _face.Conditions(Conditions, _denoiser.Channels, _denoiser.SampleSize, _device);
         }
         else _conditions = ToyCondition.Many(Conditions, _denoiser.Channels, _denoiser.SampleSize, _device);
-        _strategy = BenchmarkMethods.Strategy(Method);
-        _combiner = BenchmarkMethods.Combiner(Combiner);
+        _strategy = GuidanceMethods.Strategy(Method);
+        _combiner = GuidanceMethods.Combiner(Combiner);
         var g = new torch.Generator(7);
         var shape = new long[] { 1, _denoiser.Channels, _denoiser.SampleSize, _denoiser.SampleSize };
         _x = torch.randn(shape, generator: g).to(_device).DetachFromDisposeScope();

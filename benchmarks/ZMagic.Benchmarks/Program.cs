@@ -1,3 +1,4 @@
+using ZMagic.Core.Guidance;
 using System.Globalization;
 using BenchmarkDotNet.Running;
 using ZMagic.Benchmarking;
@@ -66,7 +67,7 @@ public static class Program
             var p = spec.Split('/');
             if (p.Length != 3) throw new ArgumentException($"Case '{spec}': expected method/combiner/conditions.");
             int n = int.Parse(p[2], CultureInfo.InvariantCulture);
-            return new StepBenchmarkCase(spec, BenchmarkMethods.Strategy(p[0]), BenchmarkMethods.Combiner(p[1]),
+            return new StepBenchmarkCase(spec, GuidanceMethods.Strategy(p[0]), GuidanceMethods.Combiner(p[1]),
                 face?.Conditions(n, denoiser.Channels, denoiser.SampleSize, device) ?? ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
         }).ToList();
         Console.WriteLine($"# energies: {(face is null ? "toy" : "face (identity IR-SE50, parsing BiSeNet, landmarks MobileFaceNet; formula weights)")}");
@@ -100,7 +101,7 @@ public static class Program
         var device = StepBenchmark.ParseDevice(Get(o, "device", "cpu"));
         using var denoiser = Backbones.Create(Get(o, "backbone", "digits32"), device);
         int n = int.Parse(Get(o, "conditions", "3"), CultureInfo.InvariantCulture);
-        var c = new StepBenchmarkCase("soak", BenchmarkMethods.Strategy(Get(o, "method", "zmagic")), BenchmarkMethods.Combiner(Get(o, "combiner", "cagrad")),
+        var c = new StepBenchmarkCase("soak", GuidanceMethods.Strategy(Get(o, "method", "zmagic")), GuidanceMethods.Combiner(Get(o, "combiner", "cagrad")),
             ToyCondition.Many(n, denoiser.Channels, denoiser.SampleSize, device));
         int steps = int.Parse(Get(o, "steps", "1000"), CultureInfo.InvariantCulture);
         int every = int.Parse(Get(o, "every", "100"), CultureInfo.InvariantCulture);

@@ -40,8 +40,8 @@ public static class BenchCommand
         public readonly Option<string?> Weights = c.Declare(CliOptions.Text("--weights",
             "checkpoint; default: the preset's embedded weights, else random weights", null, "FILE", "-w"));
         public readonly Option<bool> RandomWeights = c.Declare(CliOptions.Flag("--random-weights", "random (seeded) weights instead of a checkpoint"));
-        public readonly Option<string> Method = c.Declare(CliOptions.Choice("--method", "the guidance method (see below)", "vanilla", BenchmarkMethods.Methods.ToArray(), "METHOD", "-m"));
-        public readonly Option<string> Combiner = c.Declare(CliOptions.Choice("--combiner", "how task gradients combine", "sum", BenchmarkMethods.Combiners.ToArray()));
+        public readonly Option<string> Method = c.Declare(CliOptions.Choice("--method", "the guidance method (see below)", "vanilla", GuidanceMethods.Methods.ToArray(), "METHOD", "-m"));
+        public readonly Option<string> Combiner = c.Declare(CliOptions.Choice("--combiner", "how task gradients combine", "sum", GuidanceMethods.Combiners.ToArray()));
         public readonly Option<int> Conditions = c.Declare(CliOptions.Int("--conditions", "number of conditions", 2, 0, 16, "N"));
         public readonly Option<int> Steps = c.Declare(CliOptions.Int("--steps", "timed sampler steps", 5, 1, 100_000, "K"));
         public readonly Option<int> Warmup = c.Declare(CliOptions.Int("--warmup", "untimed warm-up steps before them", 1, 0, 1000, "W"));
@@ -95,8 +95,8 @@ public static class BenchCommand
                 }
                 else conditions.Add(new ToyQuadraticCondition($"toy{k}", k, preset.Channels, preset.Size, schedule));
             }
-            IGuidanceStrategy strategy = BenchmarkMethods.Strategy(method);
-            IGradientCombiner combiner = BenchmarkMethods.Combiner(combinerName);
+            IGuidanceStrategy strategy = GuidanceMethods.Strategy(method);
+            IGradientCombiner combiner = GuidanceMethods.Combiner(combinerName);
             // Steps are spread over the whole trajectory; warm-up steps are the first ones and are not timed.
             var options = new SamplerOptions { Steps = warmup + steps, Seed = p.GetValue(o.Seed), BatchSize = batch, Strategy = strategy, Combiner = combiner };
             using var result = new ConditionalSampler(denoiser).Sample(method == "unguided" ? Array.Empty<IGuidanceCondition>() : conditions, options, null, ct);

@@ -112,13 +112,9 @@ public static class GenerateCommand
         try
         {
             if (device.type != DeviceType.CPU && specs.Count > 0) resources.Guide.to(device);
-            IGuidanceStrategy strategy = method switch
-            {
-                "vanilla" => new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }),
-                "zmagic" => new ZMagicStrategy(new ZMagicOptions()),
-                _ => UnguidedStrategy.Instance,
-            };
-            IGradientCombiner combiner = combinerName == "cagrad" ? new CAGradCombiner(c) : SumCombiner.Instance;
+            // Vanilla with per-condition gradients, so that the trace carries every condition's gradient norm and cosines.
+            IGuidanceStrategy strategy = GuidanceMethods.Strategy(method == "vanilla" ? "vanilla-percondition" : method);
+            IGradientCombiner combiner = GuidanceMethods.Combiner(combinerName, c);
             var sampler = new ConditionalSampler(denoiser);
             var all = new List<Tensor>();
             var trace = new SamplingTrace();

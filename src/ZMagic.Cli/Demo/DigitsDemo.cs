@@ -156,7 +156,7 @@ public sealed class DigitsDemo
                 using (sampler.Sample(BuildConditions(guide, reference, 1), new SamplerOptions
                        {
                            Steps = 2, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples),
-                           Strategy = new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }),
+                           Strategy = GuidanceMethods.Strategy("zmagic-percondition"),
                        }, null, ct))
                 {
                 }
@@ -290,18 +290,23 @@ public sealed class DigitsDemo
         new DigitStyleCondition(guide, reference, new GuidanceSchedule(new SqrtAlphaBarStepSize(_o.StyleScale * scale))),
     };
 
-    private (IGuidanceStrategy Strategy, IGradientCombiner Combiner) MethodOf(string key) => key switch
+    /// <summary>A demo method as a catalog method and combiner (<see cref="GuidanceMethods"/>).</summary>
+    private (IGuidanceStrategy Strategy, IGradientCombiner Combiner) MethodOf(string key)
     {
-        "unguided" => (UnguidedStrategy.Instance, SumCombiner.Instance),
-        // Per-condition gradients so that the trace carries the cosines between conditions (paper Fig. 1); the
-        // update is the same sum as FreeDoM's fused backward.
-        "vanilla" => (new VanillaStrategy(new VanillaOptions { PerConditionGradients = true }), SumCombiner.Instance),
-        // The ablation: CAGrad without sequential conditioning, to tell CAGrad's share of Z-Magic + CAGrad's result.
-        "vanilla_cagrad" => (new VanillaStrategy(), new CAGradCombiner(_o.CAGradC)),
-        "zmagic" => (new ZMagicStrategy(new ZMagicOptions { PerConditionGradients = true }), SumCombiner.Instance),
-        "zmagic_cagrad" => (new ZMagicStrategy(new ZMagicOptions()), new CAGradCombiner(_o.CAGradC)),
-        _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
-    };
+        var (method, combiner) = key switch
+        {
+            "unguided" => ("unguided", "sum"),
+            // Per-condition gradients so that the trace carries the cosines between conditions (paper Fig. 1); the
+            // update is the same sum as FreeDoM's fused backward.
+            "vanilla" => ("vanilla-percondition", "sum"),
+            // The ablation: CAGrad without sequential conditioning, to tell CAGrad's share of Z-Magic + CAGrad's result.
+            "vanilla_cagrad" => ("vanilla", "cagrad"),
+            "zmagic" => ("zmagic-percondition", "sum"),
+            "zmagic_cagrad" => ("zmagic", "cagrad"),
+            _ => throw new UsageException($"Unknown demo method '{key}'; methods: {string.Join(", ", DemoDefaults.AllMethods)}."),
+        };
+        return (GuidanceMethods.Strategy(method), GuidanceMethods.Combiner(combiner, _o.CAGradC));
+    }
 }
 
 /// <summary>An IProgress that runs its action synchronously on the reporting thread.</summary>

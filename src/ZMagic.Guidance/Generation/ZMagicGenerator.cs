@@ -73,8 +73,8 @@ public sealed class ZMagicGenerator
             Steps = Defaults.Steps,
             Seed = request.Seed,
             Device = Defaults.Device,
-            Strategy = Defaults.Strategy == ZMagicStrategyKind.Vanilla ? new VanillaStrategy() : new ZMagicStrategy(),
-            Combiner = Defaults.Strategy == ZMagicStrategyKind.ZMagic ? new CAGradCombiner() : null,
+            Strategy = GuidanceMethods.Strategy(Defaults.Strategy == ZMagicStrategyKind.Vanilla ? "vanilla" : "zmagic"),
+            Combiner = Defaults.Strategy == ZMagicStrategyKind.ZMagic ? GuidanceMethods.Combiner("cagrad") : null,
         };
     }
 

@@ -48,7 +48,7 @@ public class FusedAndBatchedDdpmTests
         using var den = TinyDdpm.Create();
         var conds = ToyCondition.Many(n, 1, 8);
         var (x, noise) = Inputs(2, 31 + n);
-        IGuidanceStrategy WithRule(string m) => new ZMagicStrategy(((ZMagicStrategy)BenchmarkMethods.Strategy(m)).Options with { UpdateRule = rule });
+        IGuidanceStrategy WithRule(string m) => new ZMagicStrategy(((ZMagicStrategy)GuidanceMethods.Strategy(m)).Options with { UpdateRule = rule });
         var fused = Step(den, WithRule(fusedMethod), SumCombiner.Instance, conds, x, noise, out var ft);
         var split = Step(den, WithRule(splitMethod), SumCombiner.Instance, conds, x, noise, out var st);
         TensorAssert.RelL2(fused, split, 1e-5, $"{fusedMethod} vs {splitMethod}, n={n}, {rule}");
@@ -70,8 +70,8 @@ public class FusedAndBatchedDdpmTests
         var (x, noise) = Inputs(batch, 57 + n + batch);
         foreach (var combiner in new[] { "cagrad", "sum" })
         {
-            var b = Step(den, BenchmarkMethods.Strategy(batchedMethod), BenchmarkMethods.Combiner(combiner), conds, x, noise, out var bt);
-            var p = Step(den, BenchmarkMethods.Strategy(plainMethod), BenchmarkMethods.Combiner(combiner), conds, x, noise, out var pt);
+            var b = Step(den, GuidanceMethods.Strategy(batchedMethod), GuidanceMethods.Combiner(combiner), conds, x, noise, out var bt);
+            var p = Step(den, GuidanceMethods.Strategy(plainMethod), GuidanceMethods.Combiner(combiner), conds, x, noise, out var pt);
             TensorAssert.RelL2(b, p, 1e-5, $"{batchedMethod} vs {plainMethod}, {combiner}, n={n}, B={batch}");
             Assert.True(bt.Passes.DenoiserForwardItems > pt.Passes.DenoiserForwardItems, "the batched run replicates the sample");
             Assert.True(bt.Passes.DenoiserBackwards < pt.Passes.DenoiserBackwards, "fewer backward calls when batched");

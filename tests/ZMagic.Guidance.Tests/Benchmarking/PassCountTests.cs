@@ -1,3 +1,4 @@
+using ZMagic.Core.Guidance;
 using System.Text.Json;
 using TorchSharp;
 using ZMagic.Core.Diffusion;
@@ -59,8 +60,8 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
     public PassCountTests(ConvDenoiserFixture f) => _f = f;
 
     private StepBenchmarkResult Measure(string method, string combiner, int n) =>
-        StepBenchmark.Run(_f.Denoiser, ToyCondition.Many(n, _f.Denoiser.Channels, _f.Denoiser.SampleSize), BenchmarkMethods.Strategy(method),
-            BenchmarkMethods.Combiner(combiner), new StepBenchmarkOptions { Steps = 1, Warmup = 0 });
+        StepBenchmark.Run(_f.Denoiser, ToyCondition.Many(n, _f.Denoiser.Channels, _f.Denoiser.SampleSize), GuidanceMethods.Strategy(method),
+            GuidanceMethods.Combiner(combiner), new StepBenchmarkOptions { Steps = 1, Warmup = 0 });
 
     public static TheoryData<int> ConditionCounts => new() { 1, 2, 3, 5 };
 
@@ -182,7 +183,7 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
     [Fact]
     public void Bench_json_has_the_interface_fields()
     {
-        var r = StepBenchmark.Run(_f.Denoiser, ToyCondition.Many(3, 1, 16), BenchmarkMethods.Strategy("zmagic"), BenchmarkMethods.Combiner("cagrad"),
+        var r = StepBenchmark.Run(_f.Denoiser, ToyCondition.Many(3, 1, 16), GuidanceMethods.Strategy("zmagic"), GuidanceMethods.Combiner("cagrad"),
             new StepBenchmarkOptions { Steps = 2, Warmup = 1 });
         using var doc = JsonDocument.Parse(r.ToJson());
         var root = doc.RootElement;
@@ -217,8 +218,8 @@ public class PassCountTests : IClassFixture<ConvDenoiserFixture>
         var conditions = ToyCondition.Many(2, 1, 16);
         var cases = new[]
         {
-            new StepBenchmarkCase("v", BenchmarkMethods.Strategy("vanilla"), BenchmarkMethods.Combiner("sum"), conditions),
-            new StepBenchmarkCase("z", BenchmarkMethods.Strategy("zmagic-reuse"), BenchmarkMethods.Combiner("pcgrad"), conditions),
+            new StepBenchmarkCase("v", GuidanceMethods.Strategy("vanilla"), GuidanceMethods.Combiner("sum"), conditions),
+            new StepBenchmarkCase("z", GuidanceMethods.Strategy("zmagic-reuse"), GuidanceMethods.Combiner("pcgrad"), conditions),
         };
         var order = new List<string>();
         var results = StepBenchmark.Compare(_f.Denoiser, cases, new StepBenchmarkOptions { Steps = 3, Warmup = 0 }, line => order.Add(line.Split(':')[0]));
@@ -266,10 +267,10 @@ public class BenchmarkDeviceTests
     [Fact]
     public void Unknown_methods_and_combiners_list_the_known_names()
     {
-        Assert.Contains("zmagic-reuse", Assert.Throws<ArgumentException>(() => BenchmarkMethods.Strategy("fast")).Message);
-        Assert.Contains("cagrad-per-channel", Assert.Throws<ArgumentException>(() => BenchmarkMethods.Combiner("avg")).Message);
-        foreach (var m in BenchmarkMethods.Methods) Assert.NotNull(BenchmarkMethods.Strategy(m));
-        foreach (var c in BenchmarkMethods.Combiners) Assert.NotNull(BenchmarkMethods.Combiner(c));
+        Assert.Contains("zmagic-reuse", Assert.Throws<ArgumentException>(() => GuidanceMethods.Strategy("fast")).Message);
+        Assert.Contains("cagrad-per-channel", Assert.Throws<ArgumentException>(() => GuidanceMethods.Combiner("avg")).Message);
+        foreach (var m in GuidanceMethods.Methods) Assert.NotNull(GuidanceMethods.Strategy(m));
+        foreach (var c in GuidanceMethods.Combiners) Assert.NotNull(GuidanceMethods.Combiner(c));
     }
 
     [Fact]

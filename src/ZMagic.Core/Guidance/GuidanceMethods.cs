@@ -1,9 +1,11 @@
-using ZMagic.Core.Guidance;
+namespace ZMagic.Core.Guidance;
 
-namespace ZMagic.Benchmarking;
-
-/// <summary>The method and combiner names the benchmarks and <c>zmagic bench</c> accept.</summary>
-public static class BenchmarkMethods
+/// <summary>
+/// The one catalog of named guidance methods and combiners: <c>zmagic generate</c>, <c>zmagic bench</c>, the demo,
+/// the dependency-injection generator and the benchmark suites all build their strategies and combiners here, so a
+/// name means the same configuration everywhere.
+/// </summary>
+public static class GuidanceMethods
 {
     /// <summary>
     /// Method names: unguided; vanilla (FreeDoM); zmagic (exact: research-code Jacobian, star chaining, one shared
@@ -19,7 +21,7 @@ public static class BenchmarkMethods
         ["unguided", "vanilla", "zmagic", "zmagic-full", "zmagic-firstorder", "zmagic-reuse", "zmagic-firstorder-reuse",
          "vanilla-percondition", "vanilla-batched", "zmagic-percondition", "zmagic-batched", "zmagic-full-percondition"];
 
-    /// <summary>Combiner names: sum, cagrad (c = 0.5, whole tensor), cagrad-per-channel, pcgrad, mgda.</summary>
+    /// <summary>Combiner names: sum, cagrad (whole tensor), cagrad-per-channel, pcgrad, mgda.</summary>
     public static IReadOnlyList<string> Combiners { get; } = ["sum", "cagrad", "cagrad-per-channel", "pcgrad", "mgda"];
 
     /// <summary>The strategy for a method name (case-insensitive).</summary>
@@ -45,16 +47,16 @@ public static class BenchmarkMethods
         };
     }
 
-    /// <summary>The combiner for a name (case-insensitive).</summary>
+    /// <summary>The combiner for a name (case-insensitive); <paramref name="cagradC"/> is CAGrad's c (the CAGrad ones only).</summary>
     /// <exception cref="ArgumentException">Unknown name (the message lists the known ones).</exception>
-    public static IGradientCombiner Combiner(string combiner)
+    public static IGradientCombiner Combiner(string combiner, double cagradC = 0.5)
     {
         ArgumentNullException.ThrowIfNull(combiner);
         return combiner.Trim().ToLowerInvariant() switch
         {
             "sum" => SumCombiner.Instance,
-            "cagrad" => new CAGradCombiner(0.5),
-            "cagrad-per-channel" => new CAGradCombiner(0.5, perChannel: true),
+            "cagrad" => new CAGradCombiner(cagradC),
+            "cagrad-per-channel" => new CAGradCombiner(cagradC, perChannel: true),
             "pcgrad" => new PCGradCombiner(),
             "mgda" => new MGDACombiner(),
             _ => throw new ArgumentException($"Unknown combiner '{combiner}'. Known combiners: {string.Join(", ", Combiners)}.", nameof(combiner)),
