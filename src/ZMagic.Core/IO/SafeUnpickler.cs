@@ -39,7 +39,7 @@ public class UnsafeCheckpointException : CheckpointFormatException
 /// <summary>An allow-listed global read from a pickle (a class or function that is never called, only recognised).</summary>
 /// <param name="Module">Module name.</param>
 /// <param name="Name">Attribute name.</param>
-public sealed record PickleGlobal(string Module, string Name)
+internal sealed record PickleGlobal(string Module, string Name)
 {
     /// <inheritdoc />
     public override string ToString() => Module + "." + Name;
@@ -48,7 +48,7 @@ public sealed record PickleGlobal(string Module, string Name)
 /// <summary>A plain object rebuilt from an allow-listed data-only class (e.g. <c>argparse.Namespace</c>): its class and state.</summary>
 /// <param name="Class">The class.</param>
 /// <param name="Args">Constructor arguments as pickled.</param>
-public sealed record PickleObject(PickleGlobal Class, object?[] Args)
+internal sealed record PickleObject(PickleGlobal Class, object?[] Args)
 {
     /// <summary>The state set by BUILD (normally the attribute dictionary), or null.</summary>
     public object? State { get; set; }
@@ -637,7 +637,7 @@ internal sealed class SafeUnpickler
 }
 
 /// <summary>A dictionary read from a pickle, in insertion order; keys are strings, integers, floats, booleans or tuples.</summary>
-public sealed class PickleDict
+internal sealed class PickleDict
 {
     private readonly OrderedDictionary<object, object?> _items = new();
 

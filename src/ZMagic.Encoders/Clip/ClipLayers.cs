@@ -10,7 +10,7 @@ namespace ZMagic.Encoders.Clip;
 #pragma warning disable IDE1006
 
 /// <summary>CLIP's activation, <c>x * sigmoid(1.702 x)</c>.</summary>
-public sealed class QuickGELU : Module<Tensor, Tensor>
+internal sealed class QuickGELU : Module<Tensor, Tensor>
 {
     /// <summary>Creates the activation.</summary>
     public QuickGELU() : base(nameof(QuickGELU)) { }
@@ -23,7 +23,7 @@ public sealed class QuickGELU : Module<Tensor, Tensor>
 /// The parameters and math of <c>nn.MultiheadAttention</c> (packed <c>in_proj_weight</c> rows in q, k, v order,
 /// <c>out_proj</c>), written out so it runs batch-first and supports double backward.
 /// </summary>
-public sealed class ClipAttention : Module<Tensor, Tensor?, Tensor>
+internal sealed class ClipAttention : Module<Tensor, Tensor?, Tensor>
 {
     private readonly int _heads;
     private readonly int _width;
@@ -66,7 +66,7 @@ public sealed class ClipAttention : Module<Tensor, Tensor?, Tensor>
 }
 
 /// <summary>CLIP's MLP: <c>c_fc</c> (width -> 4 width), QuickGELU, <c>c_proj</c>.</summary>
-public sealed class ClipMlp : Module<Tensor, Tensor>
+internal sealed class ClipMlp : Module<Tensor, Tensor>
 {
     private readonly Linear c_fc;
     private readonly QuickGELU gelu;
@@ -86,7 +86,7 @@ public sealed class ClipMlp : Module<Tensor, Tensor>
 }
 
 /// <summary><c>ResidualAttentionBlock</c>: <c>x + attn(ln_1(x))</c>, then <c>x + mlp(ln_2(x))</c>.</summary>
-public sealed class ResidualAttentionBlock : Module<Tensor, Tensor?, Tensor>
+internal sealed class ResidualAttentionBlock : Module<Tensor, Tensor?, Tensor>
 {
     private readonly ClipAttention attn;
     private readonly LayerNorm ln_1;
@@ -112,7 +112,7 @@ public sealed class ResidualAttentionBlock : Module<Tensor, Tensor?, Tensor>
 }
 
 /// <summary>CLIP's <c>Transformer</c>: <c>resblocks.0..N-1</c>.</summary>
-public sealed class ClipTransformer : Module<Tensor, Tensor?, Tensor>
+internal sealed class ClipTransformer : Module<Tensor, Tensor?, Tensor>
 {
     private readonly ModuleList<ResidualAttentionBlock> resblocks;
 
@@ -147,7 +147,7 @@ public sealed class ClipTransformer : Module<Tensor, Tensor?, Tensor>
 }
 
 /// <summary>CLIP's <c>VisionTransformer</c> (the <c>visual</c> module of ViT models).</summary>
-public sealed class ClipVisionTransformer : Module<Tensor, Tensor>
+internal sealed class ClipVisionTransformer : Module<Tensor, Tensor>
 {
     private readonly int _resolution;
     private readonly Conv2d conv1;

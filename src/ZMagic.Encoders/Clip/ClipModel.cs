@@ -64,7 +64,7 @@ public sealed class ClipModel : Module<Tensor, Tensor, (Tensor LogitsPerImage, T
     public Device Device => logit_scale.device;
 
     /// <summary>The image tower (<c>visual</c>).</summary>
-    public ClipVisionTransformer Visual => visual;
+    internal ClipVisionTransformer Visual => visual;
 
     /// <summary><c>logit_scale.exp()</c> (100 for the released models).</summary>
     public double LogitScale => logit_scale.exp().item<float>();

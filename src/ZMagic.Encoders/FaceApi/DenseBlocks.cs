@@ -9,7 +9,7 @@ namespace ZMagic.Encoders.FaceApi;
 /// otherwise) + ReLU = out1; each further separable conv (stride 1) sees the ReLU of the sum of all earlier outputs;
 /// the block returns the ReLU of the sum of all outputs.
 /// </summary>
-public sealed class FaceApiDenseBlock : nn.Module<Tensor, Tensor>
+internal sealed class FaceApiDenseBlock : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> conv0;
     private readonly TfSeparableConv2d conv1;

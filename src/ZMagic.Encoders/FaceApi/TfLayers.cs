@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace ZMagic.Encoders.FaceApi;
 
 /// <summary>How a TensorFlow convolution pads its input.</summary>
-public enum TfPadding
+internal enum TfPadding
 {
     /// <summary>No padding.</summary>
     Valid,
@@ -19,7 +19,7 @@ public enum TfPadding
 /// A face-api convolution <c>conv2d(x, filters) + bias</c>. Parameters: <c>filters</c> [out, in, kh, kw] (the tfjs
 /// HWIO filter permuted), <c>bias</c> [out].
 /// </summary>
-public sealed class TfConv2d : nn.Module<Tensor, Tensor>
+internal sealed class TfConv2d : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter filters;
     private readonly Parameter bias;
@@ -49,7 +49,7 @@ public sealed class TfConv2d : nn.Module<Tensor, Tensor>
 /// tfjs <c>separableConv2d</c> + bias: a depthwise k x k convolution, then a pointwise 1x1 convolution, then one bias.
 /// Parameters: <c>depthwise_filter</c> [C, 1, k, k], <c>pointwise_filter</c> [out, C, 1, 1], <c>bias</c> [out].
 /// </summary>
-public sealed class TfSeparableConv2d : nn.Module<Tensor, Tensor>
+internal sealed class TfSeparableConv2d : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter depthwise_filter;
     private readonly Parameter pointwise_filter;
@@ -78,7 +78,7 @@ public sealed class TfSeparableConv2d : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>A face-api fully connected layer <c>x @ weights + bias</c>; <c>weights</c> keeps the tfjs [in, out] layout.</summary>
-public sealed class TfFullyConnected : nn.Module<Tensor, Tensor>
+internal sealed class TfFullyConnected : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weights;
     private readonly Parameter bias;

@@ -11,7 +11,7 @@ namespace ZMagic.Core.Guidance;
 /// difference in a BLAS or autograd kernel can send the 20 steps elsewhere (seen on 4 of 65 reference cases). Kept for parity and comparison; the library's
 /// <see cref="CAGradCombiner"/> solves the dual exactly instead.
 /// </summary>
-public static class CAGradMtrl
+internal static class CAGradMtrl
 {
     /// <summary>The combined direction for task gradients <paramref name="grads"/> [K, d] (rows are tasks), radius <paramref name="c"/>.</summary>
     public static Tensor Combine(Tensor grads, double c) => Solve(grads, c).Direction;

@@ -1,7 +1,7 @@
 namespace ZMagic.Core.Guidance;
 
 /// <summary>One-dimensional minimisers used by the two-task CAGrad dual.</summary>
-public static class ScalarMinimizers
+internal static class ScalarMinimizers
 {
     /// <summary>
     /// A line-by-line port of SciPy's bounded Brent method (<c>minimize_scalar(method='bounded')</c>, i.e.

@@ -4,4 +4,4 @@ namespace ZMagic.Core.Guidance;
 /// <param name="X">The minimiser.</param>
 /// <param name="Fun">The objective there.</param>
 /// <param name="Evaluations">Objective evaluations used.</param>
-public readonly record struct ScalarMinimum(double X, double Fun, int Evaluations);
+internal readonly record struct ScalarMinimum(double X, double Fun, int Evaluations);
