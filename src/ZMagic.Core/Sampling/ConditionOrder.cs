@@ -69,27 +69,14 @@ public static class ConditionOrder
             throw new ArgumentException($"Choosing a condition order needs the Z-Magic strategy; '{(options.Strategy ?? GuidanceDefaults.Strategy()).Name}' does not depend on the order (pass a {nameof(ZMagicStrategy)}).", nameof(options));
 
         var candidates = Candidates(conditions.Count, order.AllPermutations ?? zmagic.Options.Chaining == ZMagicChaining.Chain);
-        var schedule = sampler.Denoiser.Schedule ?? throw new InvalidOperationException($"{sampler.Denoiser.GetType().Name}.Schedule is null.");
-        var timesteps = (options.Timesteps is { } ts ? TimestepSpacing.Explicit(ts, schedule.TrainSteps) : TimestepSpacing.Uniform(schedule.TrainSteps, options.Steps))
-            .Select(p => p.T).ToList();
-        var trialOptions = options with { Timesteps = timesteps.Take(order.TrialSteps).ToList() };
-
         var search = System.Diagnostics.Stopwatch.StartNew();
-        var energies = new double[candidates.Count][];
-        for (int c = 0; c < candidates.Count; c++)
-        {
-            var ordered = Reorder(conditions, candidates[c]);
-            using var trial = sampler.Sample(ordered, trialOptions, progress, cancellationToken);
-            energies[c] = SummedEnergy(conditions, trial.Images);
-        }
+        var energies = TrialEnergies(sampler, conditions, options, candidates, order.TrialSteps, progress, cancellationToken);
         var choice = new int[options.BatchSize];
         for (int i = 0; i < choice.Length; i++)
             for (int c = 1; c < candidates.Count; c++)
                 if (Score(energies[c][i]) < Score(energies[choice[i]][i])) choice[i] = c;
         search.Stop();
 
-        // One run per chosen order, its items sampled together under their own indices (SamplerOptions.Items), so that
-        // each gets the noise it has in the whole request; the images go back to their positions.
         var sample = System.Diagnostics.Stopwatch.StartNew();
         var runs = new List<OrderedRun>();
         Tensor? images = null;
@@ -98,27 +85,8 @@ public static class ConditionOrder
             for (int c = 0; c < candidates.Count; c++)
             {
                 var positions = Enumerable.Range(0, choice.Length).Where(i => choice[i] == c).ToArray();
-                if (positions.Length == 0) continue;
-                using var index = torch.tensor(positions.Select(i => (long)i).ToArray());
-                using var noiseIndex = options.InitialNoise is { } init0 ? index.to(init0.device) : null;
-                var runOptions = options with
-                {
-                    BatchSize = positions.Length,
-                    Items = positions.Select(i => options.Items?[i] ?? options.FirstItem + i).ToArray(),
-                    InitialNoise = options.InitialNoise?.index_select(0, noiseIndex!),
-                };
-                try
-                {
-                    using var result = sampler.Sample(Reorder(conditions, candidates[c]), runOptions, progress, cancellationToken);
-                    images ??= torch.zeros(new long[] { options.BatchSize }.Concat(result.Images.shape.Skip(1)).ToArray(), result.Images.dtype, result.Images.device);
-                    using var imageIndex = index.to(images.device);
-                    images.index_copy_(0, imageIndex, result.Images);
-                    runs.Add(new OrderedRun(positions, candidates[c], result.Trace));
-                }
-                finally
-                {
-                    runOptions.InitialNoise?.Dispose();
-                }
+                if (positions.Length > 0)
+                    runs.Add(SampleItems(sampler, Reorder(conditions, candidates[c]), candidates[c], options, positions, ref images, progress, cancellationToken));
             }
             return new OrderedSamplingResult(images!, candidates, energies, choice, runs, search.Elapsed, sample.Elapsed);
         }
@@ -126,6 +94,53 @@ public static class ConditionOrder
         {
             images?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Per candidate, per item: the summed energy after the first <paramref name="trialSteps"/> timesteps in that order.</summary>
+    private static double[][] TrialEnergies(ConditionalSampler sampler, IReadOnlyList<IGuidanceCondition> conditions, SamplerOptions options,
+        IReadOnlyList<IReadOnlyList<int>> candidates, int trialSteps, IProgress<SamplingProgress>? progress, CancellationToken cancellationToken)
+    {
+        var schedule = sampler.Denoiser.Schedule ?? throw new InvalidOperationException($"{sampler.Denoiser.GetType().Name}.Schedule is null.");
+        var timesteps = options.Timesteps is { } ts ? TimestepSpacing.Explicit(ts, schedule.TrainSteps) : TimestepSpacing.Uniform(schedule.TrainSteps, options.Steps);
+        // The last trial timestep steps to t' = -1: the trial ends on the clean estimate after its guided steps.
+        var trialOptions = options with { Timesteps = timesteps.Select(p => p.T).Take(trialSteps).ToList() };
+        var energies = new double[candidates.Count][];
+        for (int c = 0; c < candidates.Count; c++)
+        {
+            using var trial = sampler.Sample(Reorder(conditions, candidates[c]), trialOptions, progress, cancellationToken);
+            energies[c] = SummedEnergy(conditions, trial.Images);
+        }
+        return energies;
+    }
+
+    /// <summary>
+    /// Samples the items at <paramref name="positions"/> of the request as one batch under their own indices
+    /// (<see cref="SamplerOptions.Items"/>), so that each gets the noise it has in the whole request, and copies their
+    /// images to those positions of <paramref name="images"/> (allocated on the first call).
+    /// </summary>
+    private static OrderedRun SampleItems(ConditionalSampler sampler, IGuidanceCondition[] ordered, IReadOnlyList<int> order, SamplerOptions options,
+        int[] positions, ref Tensor? images, IProgress<SamplingProgress>? progress, CancellationToken cancellationToken)
+    {
+        using var index = torch.tensor(positions.Select(i => (long)i).ToArray());
+        using var noiseIndex = options.InitialNoise is { } init ? index.to(init.device) : null;
+        var runOptions = options with
+        {
+            BatchSize = positions.Length,
+            Items = positions.Select(i => options.Items?[i] ?? options.FirstItem + i).ToArray(),
+            InitialNoise = options.InitialNoise?.index_select(0, noiseIndex!),
+        };
+        try
+        {
+            using var result = sampler.Sample(ordered, runOptions, progress, cancellationToken);
+            images ??= torch.zeros(new long[] { options.BatchSize }.Concat(result.Images.shape.Skip(1)).ToArray(), result.Images.dtype, result.Images.device);
+            using var imageIndex = index.to(images.device);
+            images.index_copy_(0, imageIndex, result.Images);
+            return new OrderedRun(positions, order, result.Trace);
+        }
+        finally
+        {
+            runOptions.InitialNoise?.Dispose();
         }
     }
 
