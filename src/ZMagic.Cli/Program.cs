@@ -14,9 +14,10 @@ ConsoleCancelEventHandler onCancel = (_, e) =>
     // First Ctrl+C: stop cleanly at the next step boundary. A second one kills the process as usual.
     if (cts.IsCancellationRequested) return;
     e.Cancel = true;
+    // Cancel before writing: the message must never be what keeps the run from stopping (a stderr nobody reads).
+    cts.Cancel();
     Console.Error.WriteLine();
     Console.Error.WriteLine("Stopping (Ctrl+C again to kill)...");
-    cts.Cancel();
 };
 Console.CancelKeyPress += onCancel;
 try
