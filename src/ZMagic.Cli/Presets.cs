@@ -44,9 +44,6 @@ public static class Presets
             (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource))
         .ToArray();
 
-    /// <summary>Every name <c>--preset</c> takes: the presets, sd15 and the aliases.</summary>
-    public static IEnumerable<string> Names => All.Select(p => p.Name).Append(StableDiffusion).Concat(Aliases.Keys);
-
     private static BackbonePreset FromLibrary(ZMagic.Models.BackbonePreset p)
     {
         var (channels, size) = p.Config switch
