@@ -95,14 +95,28 @@ internal static class CliProcess
 {
     public sealed record Result(int Code, string Out, string Err, long PeakRssBytes, TimeSpan Elapsed);
 
-    public static Process Start(IEnumerable<string> args, IDictionary<string, string>? env = null)
+    /// <param name="args">The CLI's arguments.</param>
+    /// <param name="env">Extra environment variables.</param>
+    /// <param name="defaultSigint">
+    /// Start the child with SIGINT at its default disposition (through coreutils' <c>env --default-signal=INT</c>, which
+    /// execs it under the same pid). A process started in the background by a non-interactive shell (<c>cmd &amp;</c>,
+    /// <c>nohup</c>) ignores SIGINT, its children inherit that, and the CLI rightly keeps ignoring it; a test of Ctrl+C must
+    /// not depend on how the test run itself was started.
+    /// </param>
+    public static Process Start(IEnumerable<string> args, IDictionary<string, string>? env = null, bool defaultSigint = false)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet")
+        string dotnet = Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p : "dotnet";
+        var psi = new ProcessStartInfo(defaultSigint ? "env" : dotnet)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (defaultSigint)
+        {
+            psi.ArgumentList.Add("--default-signal=INT");
+            psi.ArgumentList.Add(dotnet);
+        }
         psi.ArgumentList.Add("exec");
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "zmagic.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);

@@ -78,7 +78,8 @@ public sealed class HostileProcessTests : TempFolderTests
     public async Task SigintWhileSamplingExits130AndWritesNothing()
     {
         string outDir = Path.Combine(Root, "out");
-        using var p = CliProcess.Start(new[] { "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "1000", "--samples", "16", "--out", outDir });
+        using var p = CliProcess.Start(new[] { "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "1000", "--samples", "16", "--out", outDir },
+            defaultSigint: true);
         var err = new StringBuilder();
         var reader = Task.Run(async () =>
         {
@@ -95,7 +96,14 @@ public sealed class HostileProcessTests : TempFolderTests
         Assert.False(p.HasExited, "the run ended before it could be interrupted: " + err);
         using (var kill = Process.Start("kill", $"-INT {p.Id}")) await kill.WaitForExitAsync();
         var exited = p.WaitForExitAsync();
-        Assert.True(await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(60))) == exited, "SIGINT did not stop the run");
+        if (await Task.WhenAny(exited, Task.Delay(TimeSpan.FromSeconds(60))) != exited)
+        {
+            string ignored = File.ReadLines($"/proc/{p.Id}/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal)) ?? "";
+            p.Kill(entireProcessTree: true);
+            string seen;
+            lock (err) seen = err.ToString();
+            Assert.Fail($"SIGINT did not stop the run within 60 s ({ignored.Trim()}); its stderr:\n{seen}");
+        }
         await reader;
         _out.WriteLine(err.ToString());
         Assert.Equal(ExitCodes.Cancelled, p.ExitCode);
