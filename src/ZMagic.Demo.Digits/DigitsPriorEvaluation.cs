@@ -24,6 +24,9 @@ public sealed record PriorEvaluationOptions
 
     /// <summary>Judge confidence (largest softmax probability) that counts a sample as a recognisable digit.</summary>
     public double ConfidenceThreshold { get; init; } = 0.9;
+
+    /// <summary>The sampler step (default: FreeDoM's eta step with eta 0.5, the demo's).</summary>
+    public ISamplerStep SamplerStep { get; init; } = new FreeDoMEtaStep(0.5);
 }
 
 /// <summary>What unguided samples of a digits prior look like to the judge.</summary>
@@ -73,7 +76,7 @@ public static class DigitsPriorEvaluation
                 var so = new SamplerOptions
                 {
                     Steps = options.Steps, Seed = options.Seed, BatchSize = Math.Min(options.Batch, options.Samples - first), FirstItem = first,
-                    Strategy = UnguidedStrategy.Instance,
+                    Strategy = UnguidedStrategy.Instance, SamplerStep = options.SamplerStep,
                 };
                 using var result = sampler.Sample(Array.Empty<IGuidanceCondition>(), so, null, ct);
                 images.Add(result.Images.detach().clamp(-1, 1));

@@ -231,6 +231,9 @@ public sealed class HostileInputTests : TempFolderTests
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("--out '/proc/nope' cannot be written", err);
         Assert.False(Directory.Exists(Path.Combine(Root, "cache")), "train fetched data before checking --out");
+        (code, _, err) = CliRunner.Run("train", "digits", "--evaluate-only", "--eval-eta", "1.5", "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("--eval-eta must be in [0, 1]; got 1.5", err);
     }
 
     [Fact]

@@ -141,6 +141,9 @@ public sealed class PriorTrainingTests : IDisposable
         Assert.Equal(1.0, q.ClassShares.Sum(), 9);
         Assert.True(double.IsFinite(q.FrechetDistance));
         Assert.Throws<ArgumentException>(() => DigitsPriorEvaluation.Evaluate(prior, judge, images, new PriorEvaluationOptions { Samples = 1 }));
+        // The sampler step is the one given: deterministic DDIM (eta 0) and the demo's eta 0.5 draw different samples.
+        var ddim = DigitsPriorEvaluation.Evaluate(prior, judge, images, new PriorEvaluationOptions { Samples = 6, Steps = 3, Batch = 4, SamplerStep = new FreeDoMEtaStep(0) });
+        Assert.NotEqual(q.FrechetDistance, ddim.FrechetDistance);
     }
 
     /// <summary>A 16-channel 8x8 network that returns a fixed tensor, to check what the wrapper makes of it.</summary>
