@@ -14,10 +14,10 @@ namespace ZMagic.Demo.Digits;
 /// <param name="Description">Architecture and optimiser, for TRAINING.md.</param>
 /// <param name="CpuSecondsPerStep">Process CPU time per optimiser step of this call (all threads), a contention-independent cost.</param>
 /// <param name="FirstStep">The first step this call ran (1, or the step after the resumed state).</param>
-public sealed record PriorReport(nn.Module Model, double FinalLoss, double Seconds, string Description, double CpuSecondsPerStep, int FirstStep = 1);
+internal sealed record PriorReport(nn.Module Model, double FinalLoss, double Seconds, string Description, double CpuSecondsPerStep, int FirstStep = 1);
 
 /// <summary>Settings of <see cref="DigitsPriorTrainer"/>.</summary>
-public sealed record PriorTrainingOptions
+internal sealed record PriorTrainingOptions
 {
     /// <summary>Seed of the batches, timesteps and noise.</summary>
     public long Seed { get; init; } = 1236;
@@ -75,7 +75,7 @@ public sealed record PriorTrainingOptions
 /// the weights (what is saved). Resumable: the state file holds everything the next step depends on, so a run
 /// stopped at step N and resumed gives the same weights as one that never stopped (same machine and thread count).
 /// </summary>
-public static class DigitsPriorTrainer
+internal static class DigitsPriorTrainer
 {
     private const int LossWindow = 200;
 

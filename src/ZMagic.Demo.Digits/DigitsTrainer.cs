@@ -9,16 +9,16 @@ namespace ZMagic.Demo.Digits;
 /// <param name="Step">Optimiser steps done in this stage.</param>
 /// <param name="TotalSteps">Optimiser steps in this stage.</param>
 /// <param name="Loss">Running mean loss.</param>
-public readonly record struct TrainingProgress(string Stage, int Step, int TotalSteps, double Loss);
+internal readonly record struct TrainingProgress(string Stage, int Step, int TotalSteps, double Loss);
 
 /// <summary>Result of training one classifier.</summary>
 /// <param name="FinalLoss">Mean training loss over the last epoch.</param>
 /// <param name="TestAccuracy">Accuracy on the held-out split.</param>
 /// <param name="Seconds">Wall time.</param>
-public sealed record ClassifierReport(double FinalLoss, double TestAccuracy, double Seconds);
+internal sealed record ClassifierReport(double FinalLoss, double TestAccuracy, double Seconds);
 
 /// <summary>The training code of the embedded digits networks (CPU, deterministic given the seed and thread count).</summary>
-public static class DigitsTrainer
+internal static class DigitsTrainer
 {
     /// <summary>
     /// Trains a classifier with Adam and cross-entropy. The guide also sees noisy inputs half of the time, so that its
