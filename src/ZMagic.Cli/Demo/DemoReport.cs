@@ -183,8 +183,7 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
         foreach (var a in result.OrderCheck ?? Array.Empty<SweepPoint>())
         {
             var g = result.Sweep.First(p => p.Method == a.Method && p.Scale == a.Scale);
-            string rel = a.Joint.Low > g.Joint.High ? "higher than" : a.Joint.High < g.Joint.Low ? "lower than" : "not distinguishable from (the 95 % intervals overlap)";
-            yield return string.Create(Ci, $"--order auto on {a.Method} (x{a.Scale:G3}): joint success {a.Joint}, {rel} the given order's {g.Joint}, at {a.SecondsPerImage / g.SecondsPerImage:F2}x the time per image.");
+            yield return string.Create(Ci, $"--order auto on {a.Method} (x{a.Scale:G3}): joint success {a.Joint}, {Relation(a, g)} the given order's {g.Joint}, at {a.SecondsPerImage / g.SecondsPerImage:F2}x the time per image.");
         }
         var vcos = result.Sweep.Where(p => p.Method == "vanilla").SelectMany(p => p.Cosines).ToList();
         var zcos = result.Sweep.Where(p => p.Method == "zmagic").SelectMany(p => p.Cosines).ToList();

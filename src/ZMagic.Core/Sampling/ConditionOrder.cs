@@ -1,5 +1,4 @@
 using TorchSharp;
-using ZMagic.Core.Diffusion;
 using ZMagic.Core.Guidance;
 using static TorchSharp.torch;
 
@@ -102,9 +101,8 @@ public static class ConditionOrder
         IReadOnlyList<IReadOnlyList<int>> candidates, int trialSteps, IProgress<SamplingProgress>? progress, CancellationToken cancellationToken)
     {
         var schedule = sampler.Denoiser.Schedule ?? throw new InvalidOperationException($"{sampler.Denoiser.GetType().Name}.Schedule is null.");
-        var timesteps = options.Timesteps is { } ts ? TimestepSpacing.Explicit(ts, schedule.TrainSteps) : TimestepSpacing.Uniform(schedule.TrainSteps, options.Steps);
         // The last trial timestep steps to t' = -1: the trial ends on the clean estimate after its guided steps.
-        var trialOptions = options with { Timesteps = timesteps.Select(p => p.T).Take(trialSteps).ToList() };
+        var trialOptions = options with { Timesteps = ConditionalSampler.BuildTimesteps(options, schedule).Select(p => p.T).Take(trialSteps).ToList() };
         var energies = new double[candidates.Count][];
         for (int c = 0; c < candidates.Count; c++)
         {

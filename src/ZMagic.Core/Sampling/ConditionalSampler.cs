@@ -192,7 +192,8 @@ public sealed class ConditionalSampler
             throw new ArgumentException($"SamplerOptions.TimeTravel needs Repeats >= 1 and From <= To; got {tt}.", nameof(options));
     }
 
-    private static IReadOnlyList<TimestepPair> BuildTimesteps(SamplerOptions options, NoiseSchedule schedule)
+    /// <summary>The run's (t, t') transitions: <see cref="SamplerOptions.Timesteps"/>, else the uniform spacing of <see cref="SamplerOptions.Steps"/>.</summary>
+    internal static IReadOnlyList<TimestepPair> BuildTimesteps(SamplerOptions options, NoiseSchedule schedule)
     {
         try
         {
