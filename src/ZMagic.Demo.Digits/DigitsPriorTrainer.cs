@@ -28,8 +28,23 @@ internal sealed record PriorTrainingOptions
     /// <summary>Batch size.</summary>
     public int Batch { get; init; } = 32;
 
-    /// <summary>Learning rate after the warm-up (constant, so the checkpoint at step N equals a run of N steps).</summary>
+    /// <summary>
+    /// Learning rate after the warm-up: constant (so the checkpoint at step N equals a run of N steps), or the peak
+    /// of a cosine decay when <see cref="CosineDecay"/> is set.
+    /// </summary>
     public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>
+    /// Decay the learning rate after the warm-up along half a cosine to 0 at <see cref="Steps"/>; the schedule then
+    /// depends on <see cref="Steps"/>, so a resumed run must ask for the same number of steps.
+    /// </summary>
+    public bool CosineDecay { get; init; }
+
+    /// <summary>
+    /// Where the starting weights came from when they are not a fresh initialisation (e.g. a file and its SHA-256);
+    /// recorded in the state file and checked on resume. The caller loads those weights into the model.
+    /// </summary>
+    public string? InitialWeights { get; init; }
 
     /// <summary>Steps of linear learning-rate warm-up.</summary>
     public int WarmupSteps { get; init; } = 100;
@@ -78,6 +93,9 @@ internal sealed record PriorTrainingOptions
 internal static class DigitsPriorTrainer
 {
     private const int LossWindow = 200;
+
+    // Settings that state files written before they were recorded always had.
+    private static readonly HashSet<(string, string)> DefaultsOfOlderStates = [("lr_schedule", "constant"), ("init", "random")];
 
     /// <summary>Trains <paramref name="model"/> (a network eps(x_t, t) with t given as float [B]).</summary>
     /// <param name="model">The network to train; on return it holds the EMA weights.</param>
@@ -129,7 +147,7 @@ internal static class DigitsPriorTrainer
                 var t = torch.randint(0, schedule.TrainSteps, new long[] { options.Batch }, generator: gen);
                 var noise = torch.randn(x0.shape, generator: gen);
                 var xt = sqrtAb.index_select(0, t).view(-1, 1, 1, 1) * x0 + sqrt1mAb.index_select(0, t).view(-1, 1, 1, 1) * noise;
-                foreach (var g in opt.ParamGroups) g.LearningRate = options.LearningRate * Math.Min(1.0, (double)step / options.WarmupSteps);
+                foreach (var g in opt.ParamGroups) g.LearningRate = LearningRateAt(options, step);
                 opt.zero_grad();
                 var target = options.Prediction == PredictionType.VPrediction
                     ? sqrtAb.index_select(0, t).view(-1, 1, 1, 1) * noise - sqrt1mAb.index_select(0, t).view(-1, 1, 1, 1) * x0
@@ -170,6 +188,15 @@ internal static class DigitsPriorTrainer
         return new PriorReport(model, recent.Average(), sw.Elapsed.TotalSeconds, description, cpuPerStep, firstStep);
     }
 
+    /// <summary>The learning rate of optimiser step <paramref name="step"/> (1-based): linear warm-up, then constant or cosine.</summary>
+    public static double LearningRateAt(PriorTrainingOptions options, int step)
+    {
+        double warm = Math.Min(1.0, (double)step / options.WarmupSteps);
+        if (!options.CosineDecay || step <= options.WarmupSteps) return options.LearningRate * warm;
+        double progress = (double)(step - options.WarmupSteps) / Math.Max(1, options.Steps - options.WarmupSteps);
+        return options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, progress)));
+    }
+
     /// <summary>The step recorded in a training state file.</summary>
     public static int StateStep(string statePath) =>
         int.Parse(SafeTensors.ReadMetadata(statePath).GetValueOrDefault("step") ?? throw new InvalidDataException($"'{statePath}' is not a prior training state (no 'step')."), CultureInfo.InvariantCulture);
@@ -185,6 +212,8 @@ internal static class DigitsPriorTrainer
         ["network"] = description,
         ["prediction"] = o.Prediction == PredictionType.VPrediction ? "v" : "epsilon",
         ["parameters"] = parameterCount.ToString(CultureInfo.InvariantCulture),
+        ["lr_schedule"] = o.CosineDecay ? "cosine to step " + o.Steps.ToString(CultureInfo.InvariantCulture) : "constant",
+        ["init"] = o.InitialWeights ?? "random",
     };
 
     private static void SaveState(string path, Dictionary<string, string> meta, int step, List<TorchSharp.Modules.Parameter> parameters,
@@ -219,7 +248,7 @@ internal static class DigitsPriorTrainer
     {
         var saved = SafeTensors.ReadMetadata(path);
         foreach (var (key, value) in meta)
-            if (!saved.TryGetValue(key, out var s) || s != value)
+            if (saved.TryGetValue(key, out var s) ? s != value : !DefaultsOfOlderStates.Contains((key, value)))
                 throw new InvalidDataException($"Cannot resume from '{path}': it was written with {key} = '{(s ?? "(missing)")}', this run has '{value}'. Use the same settings, or another output folder.");
         int step = StateStep(path);
         string adamPath = path + ".adam." + step.ToString(CultureInfo.InvariantCulture);

@@ -234,6 +234,17 @@ public sealed class HostileInputTests : TempFolderTests
         (code, _, err) = CliRunner.Run("train", "digits", "--evaluate-only", "--eval-eta", "1.5", "--cache", Path.Combine(Root, "cache"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("--eval-eta must be in [0, 1]; got 1.5", err);
+        (code, _, err) = CliRunner.Run("train", "digits", "--prior-init", Path.Combine(Root, "none.safetensors"), "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("none.safetensors' does not exist", err);
+        // A prior that predicts epsilon cannot start a v run (the default): refused from its metadata alone.
+        string epsilon = Path.Combine(Root, "eps.safetensors");
+        byte[] header = System.Text.Encoding.UTF8.GetBytes("{\"__metadata__\":{\"prediction\":\"epsilon\"}}");
+        File.WriteAllBytes(epsilon, [.. BitConverter.GetBytes((long)header.Length), .. header]);
+        (code, _, err) = CliRunner.Run("train", "digits", "--prior-init", epsilon, "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("predicts epsilon, but this run trains v", err);
+        Assert.False(Directory.Exists(Path.Combine(Root, "cache")), "train fetched data before checking --prior-init");
     }
 
     [Fact]

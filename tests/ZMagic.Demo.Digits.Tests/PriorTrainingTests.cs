@@ -75,6 +75,63 @@ public sealed class PriorTrainingTests : IDisposable
         Assert.Contains("already at step 2", done.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step()
+    {
+        var o = new PriorTrainingOptions { Steps = 110, WarmupSteps = 10, LearningRate = 2e-4, CosineDecay = true };
+        Assert.Equal(1e-4, DigitsPriorTrainer.LearningRateAt(o, 5), 15);
+        Assert.Equal(2e-4, DigitsPriorTrainer.LearningRateAt(o, 10), 15);
+        Assert.Equal(1e-4, DigitsPriorTrainer.LearningRateAt(o, 60), 15);
+        Assert.Equal(0, DigitsPriorTrainer.LearningRateAt(o, 110), 15);
+        Assert.Equal(2e-4, DigitsPriorTrainer.LearningRateAt(o with { CosineDecay = false }, 110), 15);
+    }
+
+    [Fact]
+    public void A_cosine_run_resumes_bit_identically_and_needs_the_same_length()
+    {
+        var data = SyntheticData();
+        using var a = new DdpmDenoiser(Tiny);
+        using var b = CopyOf(a);
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 6, Batch = 4, WarmupSteps = 2, EmaDecay = 0.9, CheckpointEvery = 2, CosineDecay = true };
+        DigitsPriorTrainer.Train(a.Network, data, options, "tiny");
+        string state = Path.Combine(_dir, "c.state");
+        Assert.Throws<OperationCanceledException>(() => DigitsPriorTrainer.Train(b.Network, data, options with { StatePath = state }, "tiny",
+            checkpoint: (_, step) => { if (step == 4) throw new OperationCanceledException(); }));
+        var longer = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(b.Network, data, options with { Steps = 8, StatePath = state, Resume = true }, "tiny"));
+        Assert.Contains("lr_schedule", longer.Message, StringComparison.Ordinal);
+        DigitsPriorTrainer.Train(b.Network, data, options with { StatePath = state, Resume = true }, "tiny");
+        var wa = Weights(a.Network);
+        foreach (var (name, t) in Weights(b.Network))
+            Assert.True(t.eq(wa[name]).all().item<bool>(), $"'{name}' differs after resuming a cosine run");
+    }
+
+    [Fact]
+    public void The_starting_weights_are_recorded_and_older_states_resume_as_random_constant_runs()
+    {
+        var data = SyntheticData();
+        using var a = new DdpmDenoiser(Tiny);
+        string state = Path.Combine(_dir, "i.state");
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 2, Batch = 4, WarmupSteps = 1, StatePath = state, InitialWeights = "prior.safetensors (sha256 00)" };
+        DigitsPriorTrainer.Train(a.Network, data, options, "tiny");
+        Assert.Equal("prior.safetensors (sha256 00)", ZMagic.Core.IO.SafeTensors.ReadMetadata(state)["init"]);
+        var e = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(a.Network, data, options with { Steps = 3, Resume = true, InitialWeights = null }, "tiny"));
+        Assert.Contains("init", e.Message, StringComparison.Ordinal);
+
+        // A state written before 'init' and 'lr_schedule' were recorded: rewrite it without them.
+        string old = Path.Combine(_dir, "old.state");
+        DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null }, "tiny");
+        var meta = ZMagic.Core.IO.SafeTensors.ReadMetadata(old).Where(kv => kv.Key is not ("init" or "lr_schedule")).ToDictionary();
+        var tensors = ZMagic.Core.IO.SafeTensors.Load(old);
+        DigitsWeights.SaveAtomically(old, tensors, meta);
+        var cosine = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null, Steps = 4, Resume = true, CosineDecay = true }, "tiny"));
+        Assert.Contains("lr_schedule = '(missing)'", cosine.Message, StringComparison.Ordinal);
+        var report = DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null, Steps = 3, Resume = true }, "tiny");
+        Assert.Equal(3, report.FirstStep);
+    }
+
     [Theory]
     [InlineData(0.0, 1.0)]
     [InlineData(-0.1, 1.0)]

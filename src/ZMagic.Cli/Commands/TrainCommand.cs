@@ -46,7 +46,11 @@ public static class TrainCommand
         public readonly Option<string?> Only = c.Declare(CliOptions.Text("--only", "train only some of guide,judge,prior", string.Join(",", Networks), "LIST"));
         public readonly Option<int> PriorSteps = c.Declare(CliOptions.Int("--prior-steps", "optimiser steps of the prior", 40000, 1, 10_000_000, "N"));
         public readonly Option<int> PriorBatch = c.Declare(CliOptions.Int("--prior-batch", "batch size of the prior", 64, 1, 4096, "B"));
-        public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (constant)", 1e-3, "LR"));
+        public readonly Option<double> PriorLr = c.Declare(CliOptions.Double("--prior-lr", "learning rate of the prior after the warm-up (the peak under --prior-lr-schedule cosine)", 1e-3, "LR"));
+        public readonly Option<string> PriorLrSchedule = c.Declare(CliOptions.Choice("--prior-lr-schedule",
+            "learning rate after the warm-up: constant, or cosine (half a cosine down to 0 at --prior-steps)", "constant", new[] { "constant", "cosine" }, "S"));
+        public readonly Option<string?> PriorInit = c.Declare(CliOptions.Text("--prior-init",
+            "start the prior from these weights (a prior.safetensors of the same network and prediction, e.g. the embedded src/ZMagic.Demo.Digits/Assets/prior.safetensors) instead of random ones", null, "FILE"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
@@ -88,7 +92,10 @@ public static class TrainCommand
         double priorLr = p.GetValue(o.PriorLr);
         double priorEma = p.GetValue(o.PriorEma);
         int priorWarmup = p.GetValue(o.PriorWarmup);
+        bool cosine = p.GetValue(o.PriorLrSchedule) == "cosine";
+        string? priorInit = p.GetValue(o.PriorInit);
         var prediction = p.GetValue(o.PriorPrediction) == "v" ? PredictionType.VPrediction : PredictionType.Epsilon;
+        if (priorInit is not null) CheckInitialPrior(priorInit, prediction);
         int checkpointEvery = p.GetValue(o.CheckpointEvery);
         bool resume = p.GetValue(o.Resume);
         int evalSamples = p.GetValue(o.EvalSamples);
@@ -168,14 +175,15 @@ public static class TrainCommand
             torch.manual_seed(seed + 2);
             using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
             var cfg = DigitsModels.PriorConfig;
-            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}";
+            string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction);
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(init is null ? "" : "; started from " + init)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var options = new PriorTrainingOptions
             {
                 Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
                 StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
-                Prediction = prediction,
+                Prediction = prediction, CosineDecay = cosine, InitialWeights = init,
             };
             var priorMeta = new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = prediction == PredictionType.VPrediction ? "v" : "epsilon" };
             if (!resume && File.Exists(options.StatePath))
@@ -213,6 +221,28 @@ public static class TrainCommand
         CliImages.WriteText(mdPath, md.ToString(), ct);
         stdout.WriteLine($"Wrote {outDir} ({mdPath}) in {total.Elapsed.TotalMinutes:F1} min.");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>Refuses a --prior-init file that is missing or predicts another target, before any data is fetched.</summary>
+    private static void CheckInitialPrior(string path, PredictionType prediction)
+    {
+        if (!File.Exists(path)) throw new UsageException($"--prior-init '{path}' does not exist.");
+        var output = DigitsModels.PriorOutputOf(path) ?? PredictionType.Epsilon;
+        if (output != prediction)
+            throw new UsageException($"--prior-init '{path}' predicts {Name(output)}, but this run trains {Name(prediction)} (--prior-prediction).");
+        static string Name(PredictionType p) => p == PredictionType.VPrediction ? "v" : "epsilon";
+    }
+
+    /// <summary>
+    /// Loads the starting weights of a continued prior into <paramref name="inner"/>; returns "file (sha256 ...)" for the
+    /// state file and the report.
+    /// </summary>
+    private static string LoadInitialPrior(DdpmDenoiser inner, string path, PredictionType prediction)
+    {
+        CheckInitialPrior(path, prediction);
+        inner.LoadStateDict(Core.IO.SafeTensors.Load(path), path); // checks every key and shape against the network
+        using var stream = File.OpenRead(path);
+        return $"{Path.GetFileName(path)} (sha256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream))})";
     }
 
     /// <summary>Judges unguided samples of a prior (the file, or the embedded one when null), with and without x0 clipping.</summary>
