@@ -50,6 +50,13 @@ public class DemoTests
             var time = doc.RootElement.GetProperty("time_curve").EnumerateArray().ToList();
             Assert.Equal(8, time.Count);
             Assert.Equal(new[] { 3, 4 }, time.Select(p => p.GetProperty("steps").GetInt32()).Distinct().Order().ToArray());
+            // At 4 steps each method keeps its best 3-step scale or that scale x 3/4 (the same total guidance).
+            foreach (var m in time.GroupBy(p => p.GetProperty("method").GetString()))
+            {
+                double best = m.Single(p => p.GetProperty("steps").GetInt32() == 3).GetProperty("scale").GetDouble();
+                double at4 = m.Single(p => p.GetProperty("steps").GetInt32() == 4).GetProperty("scale").GetDouble();
+                Assert.True(Math.Abs(at4 - best) < 1e-12 || Math.Abs(at4 - best * 3 / 4) < 1e-12, $"{m.Key}: scale {at4} at 4 steps, best {best}");
+            }
             // The order check: each Z-Magic method once more at its best scale with --order auto; every sample chose one
             // of the three conditions as the first.
             var order = doc.RootElement.GetProperty("order_check").EnumerateArray().ToList();

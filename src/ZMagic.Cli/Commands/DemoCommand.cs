@@ -46,7 +46,7 @@ public static class DemoCommand
         public readonly Option<string?> Sweep = c.Declare(CliOptions.Text("--sweep", "scale multipliers shared by every method",
             string.Join(",", D.Sweep.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture))), "LIST"));
         public readonly Option<string?> TimeSteps = c.Declare(CliOptions.Text("--time-steps",
-            "further step counts at each method's best scale (\"none\": none)", string.Join(",", D.TimeSteps), "LIST"));
+            "further step counts, each at the better of the method's best scale and that scale x steps/S (\"none\": none)", string.Join(",", D.TimeSteps), "LIST"));
         public readonly Option<string?> Methods = c.Declare(CliOptions.Text("--methods",
             $"comma-separated subset of {string.Join(",", DemoDefaults.AllMethods)}", string.Join(",", D.Methods), "LIST"));
         public readonly Option<int> Class = c.Declare(CliOptions.Int("--class", "wanted digit", D.TargetClass, 0, 9, "C"));

@@ -25,7 +25,8 @@ public sealed record DemoOptions
     public IReadOnlyList<double> Sweep { get; init; } = DemoDefaults.Sweep;
 
     /// <summary>
-    /// Further step counts run at each method's best scale, for success against seconds per image (equal wall time).
+    /// Further step counts, for success against seconds per image (equal wall time); each runs at each method's best
+    /// scale and at that scale times <see cref="Steps"/> / S, and keeps the better.
     /// </summary>
     public IReadOnlyList<int> TimeSteps { get; init; } = DemoDefaults.TimeSteps;
 

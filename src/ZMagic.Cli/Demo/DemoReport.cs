@@ -122,7 +122,9 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
             sb.AppendLine(string.Create(Ci, $" {p.SecondsPerImage:F3} |"));
         }
         sb.AppendLine();
-        Line($"## Equal wall time (each method at its best scale)");
+        Line($"## Equal wall time");
+        sb.AppendLine();
+        Line($"Each method at its best {o.Steps}-step scale; at other step counts S, the better of that scale and that scale x {o.Steps}/S (the same total guidance).");
         sb.AppendLine();
         sb.AppendLine("| method | scale x | steps | s/image | joint success |");
         sb.AppendLine("|---|---|---|---|---|");

@@ -81,7 +81,8 @@ public readonly record struct Proportion(int Successes, int Trials)
 /// <summary>Everything the demo measured.</summary>
 /// <param name="Unguided">Unguided samples (the prior alone).</param>
 /// <param name="Sweep">Every guided method at every scale of the shared grid, equal steps.</param>
-/// <param name="TimeCurve">Each guided method at its best scale and other step counts (equal wall time).</param>
+/// <param name="TimeCurve">Each guided method at other step counts (equal wall time), at the better of its best sweep
+/// scale and that scale times sweep steps / steps (equal total guidance).</param>
 /// <param name="ConditionNames">Names of the conditions in Z-Magic's order.</param>
 /// <param name="ReferenceLabel">Class of the style reference.</param>
 /// <param name="ReferenceInk">Ink mass of the style reference.</param>
@@ -133,7 +134,7 @@ public sealed class DigitsDemo
 
             var guided = _o.Methods.Where(m => m != "unguided").ToList();
             int batches = (_o.Samples + _o.Batch - 1) / _o.Batch;
-            int extraSteps = _o.TimeSteps.Where(s => s != _o.Steps).Sum();
+            int extraSteps = _o.TimeSteps.Where(s => s != _o.Steps).Sum(s => s * TimeScales(1, s).Length);
             var ordered = _o.OrderSteps > 0 ? guided.Where(m => m.StartsWith("zmagic", StringComparison.Ordinal)).ToList() : new List<string>();
             int orderSteps = ordered.Count * (_o.Steps + names.Count * Math.Min(_o.OrderSteps, _o.Steps));
             int total = batches * ((_o.Methods.Contains("unguided") ? _o.Steps : 0) + guided.Count * (_o.Sweep.Count * _o.Steps + extraSteps) + orderSteps);
@@ -173,8 +174,11 @@ public sealed class DigitsDemo
                 {
                     var best = partial.Best(method)!;
                     timeCurve.Add(best);
+                    // Two scales per step count: the best scale at the sweep's steps, and that scale times steps/S, which
+                    // keeps the total guidance of S steps equal; the better of the two is the curve's point.
                     foreach (int steps in _o.TimeSteps.Where(s => s != _o.Steps))
-                        timeCurve.Add(Point(method, best.Scale, steps, false));
+                        timeCurve.Add(TimeScales(best.Scale, steps).Select(scale => Point(method, scale, steps, false))
+                            .OrderByDescending(p => p.Joint.Rate).ThenBy(p => p.Scale).First());
                 }
                 // The condition order chosen per sample (--order auto), at each Z-Magic method's best scale.
                 var orderCheck = ordered.Select(m => Point(m, partial.Best(m)!.Scale, _o.Steps, false, autoOrder: true)).ToList();
@@ -216,6 +220,9 @@ public sealed class DigitsDemo
             if (prior is IDisposable d) d.Dispose();
         }
     }
+
+    /// <summary>The scales tried at <paramref name="steps"/> steps on the equal-time curve, from the best sweep scale.</summary>
+    private double[] TimeScales(double best, int steps) => new[] { best, best * _o.Steps / steps };
 
     private SweepPoint RunPoint(ConditionalSampler sampler, string method, double scale, int steps, IReadOnlyList<IGuidanceCondition> conditions,
         GuideClassifier guide, Tensor reference, DigitsEvaluator evaluator, TextProgressBar bar, Dictionary<string, Tensor>? pictures, bool autoOrder, CancellationToken ct)
