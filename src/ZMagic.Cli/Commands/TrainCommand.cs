@@ -50,7 +50,7 @@ public static class TrainCommand
         public readonly Option<string> PriorLrSchedule = c.Declare(CliOptions.Choice("--prior-lr-schedule",
             "learning rate after the warm-up: constant, or cosine (half a cosine down to 0 at --prior-steps)", "constant", new[] { "constant", "cosine" }, "S"));
         public readonly Option<string?> PriorInit = c.Declare(CliOptions.Text("--prior-init",
-            "start the prior from these weights (a prior.safetensors of the same network and prediction, e.g. the embedded src/ZMagic.Demo.Digits/Assets/prior.safetensors) instead of random ones", null, "FILE"));
+            "start the prior from these weights (a prior.safetensors of the same network and prediction, e.g. the embedded src/ZMagic.Demo.Digits/Assets/prior.safetensors); by default the prior starts from random weights", null, "FILE"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
