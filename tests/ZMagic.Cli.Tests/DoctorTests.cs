@@ -94,7 +94,7 @@ public class DoctorTests
     [MemberData(nameof(IsaCaps))]
     public void Doctor_ends_with_correct_numbers_at_every_instruction_set(string variable, string value, string? verboseIsa)
     {
-        var env = new Dictionary<string, string> { [variable] = value, ["ONEDNN_VERBOSE"] = "1" };
+        var env = new Dictionary<string, string?> { [variable] = value, ["ONEDNN_VERBOSE"] = "1" };
         var (code, output) = RunChild(["doctor", "--threads", "1"], env);
         Assert.True(code == 0, output);
         Assert.True(output.Contains("checks passed", StringComparison.Ordinal) || output.Contains("Workaround:", StringComparison.Ordinal), output);
@@ -102,16 +102,36 @@ public class DoctorTests
         // The cap really took effect (oneDNN prints the ISA it runs at), so the kernels of that ISA were the ones checked.
         if (verboseIsa is not null) Assert.Contains(verboseIsa, output);
         if (value == "AVX2") Assert.DoesNotContain("isa:Intel AVX-512", output);
+        // At every ISA, with oneMKL pinned at start, no probe depends on where its input lies.
+        Assert.Contains("Every probe gave the same bits with its input at each 4-byte offset", output);
     }
 
-    private static (int Code, string Output) RunChild(string[] args, Dictionary<string, string> environment)
+    [Fact]
+    public void Doctor_pins_oneMKL_to_alignment_independent_products_unless_MKL_CBWR_chose_a_mode()
+    {
+        var (code, output) = RunChild(["doctor", "--threads", "1"], new() { ["MKL_CBWR"] = null });
+        Assert.True(code == 0, output);
+        Assert.Contains("oneMKL:     reproducibility mode auto, strict (set at start", output);
+        Assert.Contains("Every probe gave the same bits", output);
+
+        var (code2, output2) = RunChild(["doctor", "--threads", "1"], new() { ["MKL_CBWR"] = "AVX2" });
+        Assert.True(code2 == 0, output2);
+        // oneMKL decides what it makes of the variable (this one reads AVX2 as auto on an AMD CPU); it is left alone.
+        Assert.Matches(@"oneMKL:\s+reproducibility mode [a-z0-9., ]+ \(chosen by MKL_CBWR\)", output2);
+        Assert.Contains("MKL_CBWR=AVX2", output2);
+    }
+
+    // A null value removes the variable from the child's environment.
+    private static (int Code, string Output) RunChild(string[] args, Dictionary<string, string?> environment)
     {
         var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "zmagic"))
         {
             RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
-        foreach (var (k, v) in environment) psi.Environment[k] = v;
+        foreach (var (k, v) in environment)
+            if (v is null) psi.Environment.Remove(k);
+            else psi.Environment[k] = v;
         using var p = Process.Start(psi) ?? throw new InvalidOperationException("could not start zmagic");
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

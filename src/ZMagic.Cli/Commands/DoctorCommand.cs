@@ -45,19 +45,22 @@ internal static class DoctorCommand
         // A route chosen by ZMAGIC_ONEDNN (on, channels-last, off) is checked as it is; auto also tries the workarounds.
         bool auto = Numerics.IsAuto;
         var policy = Environment.GetEnvironmentVariable(Numerics.Variable);
+        var mkl = NumericsSelfCheck.PinMklMode(); // before any matrix product, as every zmagic command does
         if (!auto) Numerics.Apply(stderr, ct);
 
         stdout.WriteLine($"CPU:        {LibTorchRuntime.CpuDescription}");
         stdout.WriteLine($"Vector ISA: {LibTorchRuntime.VectorIsa}");
         stdout.WriteLine($"oneDNN:     {LibTorchRuntime.OneDnnVersion ?? "unknown"} ({Enabled(LibTorchRuntime.OneDnnEnabled)})");
+        stdout.WriteLine($"oneMKL:     reproducibility mode {LibTorchRuntime.MklReproducibility ?? "unknown"}{MklNote(mkl)}");
         stdout.WriteLine($"Threads:    {LibTorchRuntime.Threads}");
         if (NumericsSelfCheck.ChannelsLastConvolutions) stdout.WriteLine("Layout:     convolutions channels-last");
-        foreach (var name in new[] { "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", Numerics.Variable })
+        foreach (var name in new[] { "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR", Numerics.Variable })
             if (Environment.GetEnvironmentVariable(name) is { Length: > 0 } v) stdout.WriteLine($"{name}={v}");
         stdout.WriteLine();
 
         var asIs = NumericsSelfCheck.Run(3, cancellationToken: ct);
         Print(stdout, asIs);
+        PrintAlignment(stdout, asIs);
         if (!auto)
         {
             stdout.WriteLine(asIs.Healthy
@@ -87,6 +90,29 @@ internal static class DoctorCommand
             stderr.WriteLine($"error: {e.Message}");
             return ExitCodes.Failure;
         }
+    }
+
+    private static string MklNote(MklModeChange change) => change switch
+    {
+        MklModeChange.Set => " (set at start: matrix products do not depend on memory alignment)",
+        MklModeChange.SetByEnvironment => " (chosen by MKL_CBWR)",
+        MklModeChange.TooLate => " (could not be set: oneMKL had already computed)",
+        _ => "",
+    };
+
+    // Rounding that depends on where an input lies is not wrong, but makes runs irreproducible: say so, not fail.
+    private static void PrintAlignment(TextWriter stdout, NumericsReport report)
+    {
+        var dependent = report.AlignmentDependent.Select(r => r.Name).ToList();
+        if (dependent.Count == 0)
+        {
+            stdout.WriteLine($"Every probe gave the same bits with its input at each 4-byte offset within {NumericsProbe.AlignmentSpanBytes} bytes.");
+            return;
+        }
+        stdout.WriteLine($"Alignment: {dependent.Count} probe(s) round differently when the input is not 64-byte aligned "
+            + $"({string.Join(", ", dependent)}); oneMKL mode {report.MklReproducibility ?? "unknown"}. Results stay within "
+            + "float32 precision, but runs whose tensors live in .NET memory may differ in the last bits: start the process "
+            + "with MKL_CBWR=AUTO,STRICT (docs/reliability.md).");
     }
 
     private static string Enabled(bool? enabled) => enabled switch { true => "in use", false => "switched off", null => "switch not found" };

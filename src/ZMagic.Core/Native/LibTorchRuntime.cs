@@ -7,9 +7,10 @@ namespace ZMagic.Core.Native;
 
 /// <summary>
 /// What the process's libtorch runs on and the few process-wide switches of it that TorchSharp does not expose:
-/// the CPU (vendor, model, vector ISA), libtorch's thread count, the bundled oneDNN's version, and whether ATen may
+/// the CPU (vendor, model, vector ISA), libtorch's thread count, the bundled oneDNN's version, whether ATen may
 /// route convolutions to oneDNN (<c>at::globalContext().setUserEnabledMkldnn</c>, the switch behind PyTorch's
-/// <c>torch.backends.mkldnn.enabled</c>).
+/// <c>torch.backends.mkldnn.enabled</c>), and the conditional numerical reproducibility mode of the bundled oneMKL
+/// (<c>MKL_CBWR</c>), which decides whether a matrix product depends on where its operands lie in memory.
 /// </summary>
 /// <remarks>
 /// The switches are C++ functions of libtorch_cpu found by their exported (mangled) names at run time. Where a symbol
@@ -22,6 +23,13 @@ public static class LibTorchRuntime
     private const string SetMkldnnSymbol = "_ZN2at7Context20setUserEnabledMkldnnEb";
     private const string GetMkldnnSymbol = "_ZNK2at7Context17userEnabledMkldnnEv";
     private const string MkldnnVersionSymbol = "_ZN2at18get_mkldnn_versionB5cxx11Ev";
+    // oneMKL's service functions behind mkl_cbwr_get/mkl_cbwr_set (mkl_service.h), exported by libtorch_cpu.
+    private const string CbwrGetSymbol = "mkl_serv_cbwr_get";
+    private const string CbwrSetSymbol = "mkl_serv_cbwr_set";
+    private const int CbwrAll = ~0, CbwrAuto = 2, CbwrStrict = 0x10000, CbwrModeChangeFailure = -8;
+    private static readonly string[] CbwrBranches =
+        ["off", "off", "auto", "compatible", "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "avx512 mic", "avx512",
+         "avx512 mic e1", "avx512 e1"];
 
     private static readonly Lazy<Exports?> exports = new(LoadExports);
 
@@ -125,15 +133,76 @@ public static class LibTorchRuntime
         return true;
     }
 
+    /// <summary>
+    /// oneMKL's conditional numerical reproducibility mode as <c>mkl_cbwr_get</c> reports it, e.g. "off" (MKL's
+    /// default: each call picks its code path, and on some CPUs the rounding of a matrix product then depends on the
+    /// operands' memory alignment) or "auto, strict"; null when this libtorch has no oneMKL that says.
+    /// </summary>
+    public static string? MklReproducibility
+    {
+        get
+        {
+            if (cbwr.Value is not { } c) return null;
+            int mode = c.Get(CbwrAll);
+            int branch = mode & 0xFFFF;
+            string name = branch < CbwrBranches.Length ? CbwrBranches[branch] : $"branch {branch}";
+            return (mode & CbwrStrict) != 0 ? name + ", strict" : name;
+        }
+    }
+
+    /// <summary>
+    /// Asks oneMKL for results that do not depend on memory alignment (<c>MKL_CBWR=AUTO,STRICT</c>: the same code path
+    /// on every call, chosen for this CPU). Without it, on some CPUs (seen on an AMD EPYC Zen 5) a float32 matrix
+    /// product of a few rows rounds differently when an operand is not 64-byte aligned, so a tensor that lives in
+    /// pinned .NET memory (<c>torch.tensor(float[])</c>) makes two identical runs differ in the last bits. oneMKL
+    /// accepts the mode only before its first computation in the process, and an <c>MKL_CBWR</c> environment variable
+    /// takes precedence (it is left as it is).
+    /// </summary>
+    public static MklModeChange TryMakeMklAlignmentIndependent()
+    {
+        if (cbwr.Value is not { } c) return MklModeChange.Unavailable;
+        if (Environment.GetEnvironmentVariable("MKL_CBWR") is { Length: > 0 }) return MklModeChange.SetByEnvironment;
+        int mode = c.Get(CbwrAll);
+        if ((mode & CbwrStrict) != 0) return MklModeChange.AlreadySet;
+        int rc = c.Set(CbwrAuto | CbwrStrict);
+        return rc switch
+        {
+            0 => MklModeChange.Set,
+            CbwrModeChangeFailure => MklModeChange.TooLate,
+            _ => MklModeChange.Unavailable,
+        };
+    }
+
+    private static readonly Lazy<Cbwr?> cbwr = new(LoadCbwr);
+
+    private static Cbwr? LoadCbwr()
+    {
+        try
+        {
+            if (LibTorchCpu() is not { } lib) return null;
+            if (!NativeLibrary.TryGetExport(lib, CbwrGetSymbol, out var getFn) || !NativeLibrary.TryGetExport(lib, CbwrSetSymbol, out var setFn))
+                return null;
+            return new Cbwr(Marshal.GetDelegateForFunctionPointer<IntFn>(getFn), Marshal.GetDelegateForFunctionPointer<IntFn>(setFn));
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+        {
+            return null;
+        }
+    }
+
+    // Makes sure libtorch is loaded (TorchSharp loads it on first use), then finds it by name.
+    private static IntPtr? LibTorchCpu()
+    {
+        _ = get_num_threads();
+        return NativeLibrary.TryLoad("libtorch_cpu.so", typeof(LibTorchRuntime).Assembly, null, out var lib)
+            || NativeLibrary.TryLoad("libtorch_cpu.so", out lib) ? lib : null;
+    }
+
     private static Exports? LoadExports()
     {
         try
         {
-            // Make sure libtorch is loaded (TorchSharp loads it on first use), then find it by name.
-            _ = get_num_threads();
-            if (!NativeLibrary.TryLoad("libtorch_cpu.so", typeof(LibTorchRuntime).Assembly, null, out var lib)
-                && !NativeLibrary.TryLoad("libtorch_cpu.so", out lib))
-                return null;
+            if (LibTorchCpu() is not { } lib) return null;
             if (!NativeLibrary.TryGetExport(lib, GlobalContextSymbol, out var ctxFn)
                 || !NativeLibrary.TryGetExport(lib, SetMkldnnSymbol, out var setFn)
                 || !NativeLibrary.TryGetExport(lib, GetMkldnnSymbol, out var getFn))
@@ -164,5 +233,30 @@ public static class LibTorchRuntime
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate IntPtr VersionFn(IntPtr result);
 
+    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+    private delegate int IntFn(int value);
+
+    private sealed record Cbwr(IntFn Get, IntFn Set);
+
     private sealed record Exports(IntPtr Context, SetBoolFn SetMkldnn, GetBoolFn GetMkldnn, VersionFn? MkldnnVersion);
+}
+
+/// <summary>The outcome of <see cref="LibTorchRuntime.TryMakeMklAlignmentIndependent"/>.</summary>
+public enum MklModeChange
+{
+    /// <summary>Set now: oneMKL's results no longer depend on memory alignment.</summary>
+    Set,
+
+    /// <summary>A strict mode was already in place.</summary>
+    AlreadySet,
+
+    /// <summary>The <c>MKL_CBWR</c> environment variable chose the mode; left as it is.</summary>
+    SetByEnvironment,
+
+    /// <summary>oneMKL had already computed in this process and refuses to change mode (call earlier, or set
+    /// <c>MKL_CBWR=AUTO,STRICT</c> in the environment).</summary>
+    TooLate,
+
+    /// <summary>This libtorch has no oneMKL whose mode can be set (nothing changed).</summary>
+    Unavailable,
 }

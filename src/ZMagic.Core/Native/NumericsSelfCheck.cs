@@ -23,6 +23,7 @@ public static class NumericsSelfCheck
     private static readonly object gate = new();
     private static volatile bool channelsLastConvolutions;
     private static NumericsReport? healthyReport;
+    private static MklModeChange? mklMode;
 
     /// <summary>The probes: one per layer family and shape class that the built-in networks run through oneDNN.</summary>
     public static IReadOnlyList<NumericsProbe> Probes { get; } = BuildProbes();
@@ -43,7 +44,10 @@ public static class NumericsSelfCheck
             results.Add(probe.Evaluate(repeats));
         }
         return new NumericsReport(LibTorchRuntime.CpuDescription, LibTorchRuntime.VectorIsa, LibTorchRuntime.OneDnnVersion,
-            LibTorchRuntime.Threads, LibTorchRuntime.OneDnnEnabled, results, [], sw.Elapsed);
+            LibTorchRuntime.Threads, LibTorchRuntime.OneDnnEnabled, results, [], sw.Elapsed)
+        {
+            MklReproducibility = LibTorchRuntime.MklReproducibility,
+        };
     }
 
     /// <summary>
@@ -57,11 +61,24 @@ public static class NumericsSelfCheck
     /// this CPU and no workaround is known; the message names the probes.</exception>
     public static NumericsReport EnsureHealthy(IProgress<string>? progress = null, CancellationToken cancellationToken = default)
     {
+        PinMklMode();
         lock (gate)
         {
             return healthyReport ??= Decide(() => Run(3, progress, cancellationToken),
                 () => LibTorchRuntime.OneDnnEnabled, LibTorchRuntime.TrySetOneDnnEnabled, v => channelsLastConvolutions = v);
         }
+    }
+
+    /// <summary>
+    /// Asks oneMKL, once per process, for matrix products that do not depend on memory alignment
+    /// (<see cref="LibTorchRuntime.TryMakeMklAlignmentIndependent"/>) and returns the outcome; later calls return the
+    /// first outcome. <see cref="EnsureHealthy"/> and <see cref="ApplyPolicy"/> call it first of all. oneMKL accepts the
+    /// mode only before its first computation, so an application that wants it for its own tensor work calls this (or
+    /// one of those) before any.
+    /// </summary>
+    public static MklModeChange PinMklMode()
+    {
+        lock (gate) return mklMode ??= LibTorchRuntime.TryMakeMklAlignmentIndependent();
     }
 
     /// <summary>
@@ -74,6 +91,7 @@ public static class NumericsSelfCheck
     /// <exception cref="ArgumentException">Another value.</exception>
     public static NumericsReport? ApplyPolicy(string? policy, CancellationToken cancellationToken = default)
     {
+        PinMklMode();
         switch (string.IsNullOrWhiteSpace(policy) ? "auto" : policy.Trim().ToLowerInvariant())
         {
             case "auto":
@@ -130,7 +148,7 @@ public static class NumericsSelfCheck
 
     internal static Tensor ToChannelsLast(Tensor t) => t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
 
-    private static bool IsChannelsLast(Tensor t) => t.stride(1) == 1 && t.shape[1] > 1;
+    internal static bool IsChannelsLast(Tensor t) => t.stride(1) == 1 && t.shape[1] > 1;
 
     /// <summary>
     /// The decision of <see cref="EnsureHealthy"/>, on injected measurements, from the narrowest workaround to the
@@ -226,6 +244,9 @@ public static class NumericsSelfCheck
         list.Add(NumericsProbe.DepthwiseConv2d("conv3x3 depthwise p0 c128 b1 NHWC", 1, 128, 16, 1, 0).ChannelsLast());
         list.Add(NumericsProbe.ConvTranspose2d("conv_transpose4x4 s2 c16->8 b2", 2, 16, 8, 8));
         list.Add(NumericsProbe.Linear("linear 512->512 b2", 2, 512, 512));
+        // oneMKL's GEMM: the UNets' timestep MLP (a few rows) and attention's batched products.
+        list.Add(NumericsProbe.Linear("linear 32->128 b2 (timestep MLP)", 2, 32, 128));
+        list.Add(NumericsProbe.MatMul("matmul [2,64,32]x[2,32,64] (attention)", 2, 64, 32));
         list.Add(NumericsProbe.GroupNorm("group_norm 32 groups c128 b2", 2, 128, 8));
         return list;
     }
@@ -275,6 +296,9 @@ public sealed class NumericsProbe
         new(name, $"linear x[{b},{inF}] w[{outF},{inF}]", [[b, inF], [outF, inF], [outF]],
             t => nn.functional.linear(t[0], t[1], t[2]));
 
+    internal static NumericsProbe MatMul(string name, int b, int n, int d) =>
+        new(name, $"matmul x[{b},{n},{d}] y[{b},{d},{n}]", [[b, n, d], [b, d, n]], t => t[0].matmul(t[1]));
+
     internal static NumericsProbe GroupNorm(string name, int b, int c, int hw) =>
         new(name, $"group_norm x[{b},{c},{hw},{hw}] 32 groups", [[b, c, hw, hw], [c], [c]],
             t => nn.functional.group_norm(t[0], 32, t[1], t[2], 1e-6));
@@ -311,7 +335,40 @@ public sealed class NumericsProbe
             if (firstOut is null) { firstOut = out32; firstGrad = grad32; }
             else deterministic = deterministic && SameBits(out32, firstOut) && SameBits(grad32, firstGrad!);
         }
-        return new NumericsProbeResult(Name, Operation, worstOut, worstGrad, finite, deterministic);
+        return new NumericsProbeResult(Name, Operation, worstOut, worstGrad, finite, deterministic)
+        {
+            AlignmentIndependent = SameAtEveryAlignment(inputs64.Select(t => Layout(t.to_type(float32))).ToArray()),
+        };
+    }
+
+    /// <summary>The alignment check moves the first input to every 4-byte offset within this many bytes.</summary>
+    public const int AlignmentSpanBytes = 64;
+
+    // The inference output with the first input moved to each 4-byte offset within 64 bytes of a fresh buffer (libtorch
+    // allocates 64-byte aligned; pinned .NET arrays and views into larger tensors are not) must equal, bit for bit, the
+    // output at offset 0.
+    private bool SameAtEveryAlignment(Tensor[] inputs)
+    {
+        using var noGrad = no_grad();
+        var reference = op([AtOffset(inputs[0], 0), .. inputs.Skip(1)]);
+        for (int offset = 1; offset < AlignmentSpanBytes / sizeof(float); offset++)
+            if (!SameBits(op([AtOffset(inputs[0], offset), .. inputs.Skip(1)]), reference)) return false;
+        return true;
+    }
+
+    // A copy of x (same strides: contiguous or channels-last) that starts `offset` elements into a new buffer.
+    internal static Tensor AtOffset(Tensor x, int offset)
+    {
+        var buffer = zeros(x.numel() + AlignmentSpanBytes / sizeof(float), x.dtype, x.device).narrow(0, offset, x.numel());
+        if (x.dim() == 4 && NumericsSelfCheck.IsChannelsLast(x))
+        {
+            var nhwc = buffer.view(x.shape[0], x.shape[2], x.shape[3], x.shape[1]);
+            nhwc.copy_(x.permute(0, 2, 3, 1));
+            return nhwc.permute(0, 3, 1, 2);
+        }
+        var view = buffer.view(x.shape);
+        view.copy_(x);
+        return view;
     }
 
     private (Tensor Output, Tensor InputGrad, Tensor GradOutput) ForwardAndInputGrad(Tensor[] inputs, Tensor? gradOutput)
@@ -351,6 +408,14 @@ public sealed class NumericsProbe
 /// <param name="Deterministic">Every repeat gave the same bits.</param>
 public sealed record NumericsProbeResult(string Name, string Operation, double OutputError, double InputGradError, bool Finite, bool Deterministic)
 {
+    /// <summary>
+    /// The output did not change, bit for bit, when the first input was moved to another address alignment (each
+    /// 4-byte offset within 64 bytes). Not part of <see cref="Passed"/>: a dependence rounds differently, within float32
+    /// precision, but makes runs irreproducible when a tensor lives in pinned .NET memory; see
+    /// <see cref="LibTorchRuntime.TryMakeMklAlignmentIndependent"/>.
+    /// </summary>
+    public bool AlignmentIndependent { get; init; } = true;
+
     /// <summary>Finite, deterministic and within <see cref="NumericsSelfCheck.Tolerance"/> forward and backward.</summary>
     public bool Passed => Finite && Deterministic && OutputError <= NumericsSelfCheck.Tolerance && InputGradError <= NumericsSelfCheck.Tolerance;
 
@@ -383,6 +448,12 @@ public sealed record NumericsReport(string Cpu, string VectorIsa, string? OneDnn
 
     /// <summary>The probes that failed.</summary>
     public IEnumerable<NumericsProbeResult> Failures => Probes.Where(p => !p.Passed);
+
+    /// <summary>oneMKL's reproducibility mode during the check (<see cref="LibTorchRuntime.MklReproducibility"/>).</summary>
+    public string? MklReproducibility { get; init; }
+
+    /// <summary>The probes whose output depended on the input's memory alignment (reproducibility, not correctness).</summary>
+    public IEnumerable<NumericsProbeResult> AlignmentDependent => Probes.Where(p => !p.AlignmentIndependent);
 }
 
 /// <summary>libtorch computes wrong numbers on this machine and no workaround helped.</summary>
