@@ -109,7 +109,7 @@ internal static class DoctorCommand
             stdout.WriteLine($"Every probe gave the same bits with its input at each 4-byte offset within {NumericsProbe.AlignmentSpanBytes} bytes.");
             return;
         }
-        stdout.WriteLine($"Alignment: {dependent.Count} probe(s) round differently when the input is not 64-byte aligned "
+        stdout.WriteLine($"Alignment: {dependent.Count} probe(s) round differently when the input lies at another address alignment "
             + $"({string.Join(", ", dependent)}); oneMKL mode {report.MklReproducibility ?? "unknown"}. Results stay within "
             + "float32 precision, but runs whose tensors live in .NET memory may differ in the last bits: start the process "
             + "with MKL_CBWR=AUTO,STRICT (docs/reliability.md).");

@@ -153,7 +153,7 @@ public static class LibTorchRuntime
     /// <summary>
     /// Asks oneMKL for results that do not depend on memory alignment (<c>MKL_CBWR=AUTO,STRICT</c>: the same code path
     /// on every call, chosen for this CPU). Without it, on some CPUs (seen on an AMD EPYC Zen 5) a float32 matrix
-    /// product of a few rows rounds differently when an operand is not 64-byte aligned, so a tensor that lives in
+    /// product of a few rows rounds differently when an operand does not start on a 16-byte boundary, so a tensor that lives in
     /// pinned .NET memory (<c>torch.tensor(float[])</c>) makes two identical runs differ in the last bits. oneMKL
     /// accepts the mode only before its first computation in the process, and an <c>MKL_CBWR</c> environment variable
     /// takes precedence (it is left as it is).
@@ -239,24 +239,4 @@ public static class LibTorchRuntime
     private sealed record Cbwr(IntFn Get, IntFn Set);
 
     private sealed record Exports(IntPtr Context, SetBoolFn SetMkldnn, GetBoolFn GetMkldnn, VersionFn? MkldnnVersion);
-}
-
-/// <summary>The outcome of <see cref="LibTorchRuntime.TryMakeMklAlignmentIndependent"/>.</summary>
-public enum MklModeChange
-{
-    /// <summary>Set now: oneMKL's results no longer depend on memory alignment.</summary>
-    Set,
-
-    /// <summary>A strict mode was already in place.</summary>
-    AlreadySet,
-
-    /// <summary>The <c>MKL_CBWR</c> environment variable chose the mode; left as it is.</summary>
-    SetByEnvironment,
-
-    /// <summary>oneMKL had already computed in this process and refuses to change mode (call earlier, or set
-    /// <c>MKL_CBWR=AUTO,STRICT</c> in the environment).</summary>
-    TooLate,
-
-    /// <summary>This libtorch has no oneMKL whose mode can be set (nothing changed).</summary>
-    Unavailable,
 }
