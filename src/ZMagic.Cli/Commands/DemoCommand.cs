@@ -14,10 +14,10 @@ public static class DemoCommand
         class (guide classifier), thick strokes (ink mass) and the style of a thin digit of another class (Gram
         matrices of guide features). Unguided sampling, Vanilla (independent, FreeDoM-style) guidance, Vanilla +
         CAGrad (the ablation: CAGrad without sequential conditioning), Z-Magic and Z-Magic + CAGrad run at the same
-        seeds over one shared grid of guidance scales at equal steps, then at each method's best scale over other
-        step counts (equal wall time), and with the condition order chosen per sample (--order auto, at each Z-Magic
-        method's best scale). Needs no download and no GPU; about 11 minutes on 2 CPU cores with the defaults
-        (--samples 64 --sweep 1,2,4,8 --time-steps none takes about two).
+        seeds over one shared grid of guidance scales at equal steps, then over other step counts (equal wall time)
+        at the better of each method's best scale and that scale x steps/S, and with the condition order chosen per
+        sample (--order auto, at each Z-Magic method's best scale). Needs no download and no GPU; 7 to 11 minutes on
+        2 CPU cores with the defaults (--samples 64 --sweep 1,2,4,8 --time-steps none takes one or two).
 
         Writes to DIR: unguided.png and <method>.png (image grids at multiplier 1), <method>_best.png (each method
         at its best scale), reference.png, sweep.png (success vs scale with 95 % intervals), tradeoff.png (final

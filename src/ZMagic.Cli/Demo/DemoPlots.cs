@@ -70,7 +70,7 @@ public static class DemoPlots
         var time = new Plot();
         foreach (var m in methods)
             Series(time, m, result.TimeCurve.Where(p => p.Method == m).OrderBy(p => p.SecondsPerImage).ToList(), p => p.SecondsPerImage, p => p.Joint);
-        time.Title("joint success vs time (best scale of each method; steps vary)");
+        time.Title("joint success vs time (steps vary)");
         time.XLabel("seconds per image");
         time.YLabel("joint success");
         time.Axes.SetLimitsY(-0.02, 1.02);
