@@ -25,7 +25,7 @@ public static class NumericsSelfCheck
     private static NumericsReport? healthyReport;
     private static MklModeChange? mklMode;
 
-    /// <summary>The probes: one per layer family and shape class that the built-in networks run through oneDNN.</summary>
+    /// <summary>The probes: one per layer family and shape class that the built-in networks run through oneDNN or oneMKL.</summary>
     public static IReadOnlyList<NumericsProbe> Probes { get; } = BuildProbes();
 
     /// <summary>
