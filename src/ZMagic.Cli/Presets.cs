@@ -12,13 +12,32 @@ namespace ZMagic.Cli;
 /// <param name="Name">Preset name (<c>--preset</c>).</param>
 /// <param name="Description">One line for <c>zmagic models</c>.</param>
 /// <param name="Source">Where the weights come from.</param>
-/// <param name="Config">The network config (keys and shapes come from it).</param>
+/// <param name="Config">The network config (keys and shapes come from it; see <see cref="ConfigFor"/>).</param>
 /// <param name="Wrap">Turns the raw network's denoiser into what the sampler sees (identity for most); also gets the
 /// weights file (null: embedded or random weights), whose metadata may say how to read the network.</param>
 /// <param name="Channels">Channels of the images the sampler makes.</param>
 /// <param name="Size">Side of the images the sampler makes.</param>
 /// <param name="Embedded">The embedded weights resource, if the preset ships weights.</param>
-public sealed record BackbonePreset(string Name, string Description, string Source, BackboneConfig Config, Func<BackboneDenoiser, string?, IDenoiser> Wrap, int Channels, int Size, string? Embedded = null);
+/// <param name="ConfigOf">For presets whose network size follows the weights file (the digits prior, sized by its
+/// shapes): the config of a weights file (null: the embedded or random weights); null: always <paramref name="Config"/>.</param>
+public sealed record BackbonePreset(string Name, string Description, string Source, BackboneConfig Config, Func<BackboneDenoiser, string?, IDenoiser> Wrap, int Channels, int Size, string? Embedded = null,
+    Func<string?, BackboneConfig>? ConfigOf = null)
+{
+    /// <summary>The network config of <paramref name="weightsPath"/> (null: the embedded or random weights).</summary>
+    /// <exception cref="InputException">The file cannot be read.</exception>
+    public BackboneConfig ConfigFor(string? weightsPath)
+    {
+        if (ConfigOf is null) return Config;
+        try
+        {
+            return ConfigOf(weightsPath);
+        }
+        catch (CheckpointFormatException e)
+        {
+            throw new InputException($"Weights file '{weightsPath}' is not a readable checkpoint: {e.Message}", e);
+        }
+    }
+}
 
 /// <summary>
 /// The preset table of the CLI: the embedded digits prior, then every backbone of the library's table
@@ -39,9 +58,10 @@ public static class Presets
 
     /// <summary>Every pixel-space preset, by name (sd15 is listed by <c>zmagic models</c> but has options of its own).</summary>
     public static IReadOnlyList<BackbonePreset> All { get; } = BackbonePresets.All.Select(FromLibrary)
-        .Prepend(new BackbonePreset("digits", "embedded MNIST digits prior: DDPM UNet (ch 32, ch_mult 1,2,2) on the 4x4 space-to-depth view, 1x32x32",
+        .Prepend(new BackbonePreset("digits", $"embedded MNIST digits prior: DDPM UNet (ch {DigitsModels.PriorConfig.Ch}, ch_mult 1,2,2, {DigitsModels.PriorConfig.NumResBlocks} res blocks) on the 4x4 space-to-depth view, 1x32x32",
             "embedded in ZMagic.Demo.Digits (trained by `zmagic train digits`)", DigitsModels.PriorConfig,
-            (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource))
+            (d, file) => new X0ClippingDenoiser(new DigitsDenoiser(d, file is null ? DigitsModels.EmbeddedPriorOutput : DigitsModels.PriorOutputOf(file) ?? PredictionType.Epsilon)), 1, MnistData.Size, DigitsWeights.PriorResource,
+            DigitsModels.PriorConfigOf))
         .ToArray();
 
     private static BackbonePreset FromLibrary(ZMagic.Models.BackbonePreset p)
@@ -74,7 +94,7 @@ public static class Presets
     public static IReadOnlyList<string> Check(BackbonePreset preset, string path)
     {
         var summary = ReadSummary(path);
-        using var module = preset.Config.CreateModule(torch.device("meta"));
+        using var module = preset.ConfigFor(path).CreateModule(torch.device("meta"));
         var expected = module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.shape);
         var actual = new Dictionary<string, long[]>(StringComparer.Ordinal);
         foreach (var e in summary.Entries) actual[e.Name] = e.Shape;
@@ -124,14 +144,17 @@ public static class Presets
     /// <summary>Builds the preset's denoiser from <paramref name="weightsPath"/>, its embedded weights (null path), or random weights.</summary>
     public static IDenoiser Load(BackbonePreset preset, string? weightsPath, bool randomWeights, Device device)
     {
-        var raw = preset.Config.CreateDenoiser();
+        if (weightsPath is not null)
+        {
+            var problems = Check(preset, weightsPath);
+            if (problems.Count > 0)
+                throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : 1).Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
+        }
+        var raw = preset.ConfigFor(weightsPath).CreateDenoiser();
         try
         {
             if (weightsPath is not null)
             {
-                var problems = Check(preset, weightsPath);
-                if (problems.Count > 0)
-                    throw new InputException($"Weights file '{weightsPath}' does not fit preset '{preset.Name}': {string.Join("; ", problems.OrderBy(x => x.StartsWith("unexpected", StringComparison.Ordinal) ? 0 : 1).Take(5))}{(problems.Count > 5 ? $"; and {problems.Count - 5} more" : "")}.");
                 raw.LoadCheckpoint(weightsPath);
             }
             else if (!randomWeights)

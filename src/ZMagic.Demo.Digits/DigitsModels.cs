@@ -17,22 +17,72 @@ public static class DigitsModels
     }
 
     /// <summary>
-    /// The prior's network: the project's DDPM UNet (ermongroup layout) with a small config, run on the 4x4
-    /// space-to-depth view of the 32x32 digit (16 channels at 8x8; see <see cref="DigitsDenoiser"/>): ch 32,
-    /// ch_mult [1, 2, 2], one res block per level, attention only in the middle block, linear betas over 1000 steps.
+    /// The embedded prior's network: the project's DDPM UNet (ermongroup layout) run on the 4x4 space-to-depth view of
+    /// the 32x32 digit (16 channels at 8x8; see <see cref="DigitsDenoiser"/>): ch 32, ch_mult [1, 2, 2], one res block
+    /// per level, attention only in the middle block, linear betas over 1000 steps.
     /// </summary>
-    public static DdpmUNetConfig PriorConfig { get; } = new()
+    public static DdpmUNetConfig PriorConfig { get; } = PriorNetwork(32, 1);
+
+    /// <summary>
+    /// A digits prior network of the embedded layout with another width or depth: base channels
+    /// <paramref name="ch"/> (a multiple of 32, the UNet's GroupNorm groups; ch_mult [1, 2, 2] on top) and
+    /// <paramref name="numResBlocks"/> res blocks per level.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">ch not a multiple of 32 in [32, 1024], or numResBlocks outside [1, 8].</exception>
+    public static DdpmUNetConfig PriorNetwork(int ch, int numResBlocks)
     {
-        Ch = 32,
-        OutCh = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
-        ChMult = [1, 2, 2],
-        NumResBlocks = 1,
-        AttnResolutions = [],
-        Dropout = 0.0,
-        InChannels = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
-        Resolution = MnistData.Size / DigitsDenoiser.Factor,
-        ResampWithConv = true,
-    };
+        if (ch < 32 || ch > MaxPriorCh || ch % 32 != 0)
+            throw new ArgumentOutOfRangeException(nameof(ch), ch, $"The prior's base channels must be a multiple of 32 in [32, {MaxPriorCh}] (GroupNorm has 32 groups).");
+        ArgumentOutOfRangeException.ThrowIfLessThan(numResBlocks, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(numResBlocks, MaxPriorResBlocks);
+        return new()
+        {
+            Ch = ch,
+            OutCh = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
+            ChMult = [1, 2, 2],
+            NumResBlocks = numResBlocks,
+            AttnResolutions = [],
+            Dropout = 0.0,
+            InChannels = DigitsDenoiser.Factor * DigitsDenoiser.Factor,
+            Resolution = MnistData.Size / DigitsDenoiser.Factor,
+            ResampWithConv = true,
+        };
+    }
+
+    /// <summary>Largest base channel count of a digits prior (<see cref="PriorNetwork"/>; the smallest is 32).</summary>
+    public const int MaxPriorCh = 1024;
+
+    /// <summary>Largest number of res blocks per level of a digits prior (<see cref="PriorNetwork"/>).</summary>
+    public const int MaxPriorResBlocks = 8;
+
+    /// <summary>
+    /// The network of a prior file, read from its tensors' shapes without loading them: base channels from
+    /// <c>conv_in.weight</c>, res blocks per level from the <c>down.0.block.N</c> keys. A null path gives the embedded
+    /// prior's network (or that of its <see cref="DigitsWeights.OverrideVariable"/> file). A file whose shapes describe
+    /// no buildable prior gives <see cref="PriorConfig"/>, so that loading it names the keys and shapes that differ.
+    /// </summary>
+    /// <exception cref="Core.IO.CheckpointFormatException">The file is not a readable checkpoint.</exception>
+    public static DdpmUNetConfig PriorConfigOf(string? path)
+    {
+        if (path is null)
+            return DigitsWeights.EmbeddedOverridePath(DigitsWeights.PriorResource) is { } over ? PriorConfigOf(over) : PriorConfig;
+        var entries = Core.IO.Checkpoint.ReadSummary(path).Entries;
+        var convIn = entries.FirstOrDefault(e => e.Name == "conv_in.weight");
+        int blocks = entries.Select(e => BlockOfFirstLevel(e.Name)).Where(i => i >= 0).Distinct().Count();
+        if (convIn is null || convIn.Shape.Length != 4 || convIn.Shape[0] is < 32 or > MaxPriorCh || convIn.Shape[0] % 32 != 0
+            || blocks is < 1 or > MaxPriorResBlocks)
+            return PriorConfig;
+        return PriorNetwork((int)convIn.Shape[0], blocks);
+
+        static int BlockOfFirstLevel(string name)
+        {
+            const string prefix = "down.0.block.";
+            if (!name.StartsWith(prefix, StringComparison.Ordinal)) return -1;
+            int dot = name.IndexOf('.', prefix.Length);
+            return dot > prefix.Length && int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out int i) && i < 64 ? i : -1;
+        }
+    }
 
     /// <summary>What the embedded prior's network predicts.</summary>
     public const PredictionType EmbeddedPriorOutput = PredictionType.VPrediction;
@@ -58,10 +108,10 @@ public static class DigitsModels
     public static DigitsDenoiser LoadPrior() => LoadPrior(null);
 
     /// <summary>A digits prior from a safetensors file written by <c>zmagic train digits</c> (null: the embedded one).</summary>
-    /// <exception cref="Core.IO.CheckpointFormatException">The file is not a prior of <see cref="PriorConfig"/>.</exception>
+    /// <exception cref="Core.IO.CheckpointFormatException">The file is not a prior of the network its shapes describe (<see cref="PriorConfigOf"/>).</exception>
     public static DigitsDenoiser LoadPrior(string? path)
     {
-        var inner = new DdpmDenoiser(PriorConfig);
+        var inner = new DdpmDenoiser(PriorConfigOf(path));
         try
         {
             PredictionType output;

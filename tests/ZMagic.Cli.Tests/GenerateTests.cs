@@ -12,11 +12,40 @@ public class GenerateTests
     private static string WriteTinyCheckpoint(string dir, bool wrongShape = false)
     {
         torch.manual_seed(3);
-        var cfg = wrongShape ? DigitsModels.PriorConfig with { Ch = 64 } : DigitsModels.PriorConfig;
-        using var net = new DdpmDenoiser(cfg);
+        using var net = new DdpmDenoiser(DigitsModels.PriorConfig);
         string path = Path.Combine(dir, wrongShape ? "wrong.safetensors" : "tiny.safetensors");
-        DigitsWeights.SaveHalf(net.Module, path);
+        if (!wrongShape)
+        {
+            DigitsWeights.SaveHalf(net.Module, path);
+            return path;
+        }
+        // 48 input channels of conv_in: no digits prior has them (the width is a multiple of 32).
+        var sd = net.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+        sd["conv_in.weight"] = torch.zeros(48, 16, 3, 3);
+        DigitsWeights.SaveAtomically(path, sd);
         return path;
+    }
+
+    [Fact]
+    public void Generate_OnAWiderDigitsPrior_BuildsTheNetworkItsShapesDescribe()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            torch.manual_seed(4);
+            string ckpt = Path.Combine(dir, "wide.safetensors");
+            using (var net = new DdpmDenoiser(DigitsModels.PriorNetwork(64, 2)))
+                DigitsWeights.SaveHalf(net.Module, ckpt, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "v" });
+            var check = CliRunner.Run("models", "check", "--preset", "digits", ckpt);
+            Assert.True(check.Code == 0, check.Err);
+            string outDir = Path.Combine(dir, "out");
+            var (code, _, err) = CliRunner.Run("generate", "--preset", "digits", "--weights", ckpt,
+                "--condition", "digit:class=3", "--steps", "2", "--samples", "1", "--out", outDir, "--quiet");
+            Assert.True(code == 0, $"exit {code}: {err}");
+            using var bmp = SKBitmap.Decode(Path.Combine(outDir, "sample_000.png"));
+            Assert.Equal(32, bmp.Width);
+        }
+        finally { Directory.Delete(dir, true); }
     }
 
     [Fact]

@@ -244,6 +244,16 @@ public sealed class HostileInputTests : TempFolderTests
         (code, _, err) = CliRunner.Run("train", "digits", "--prior-init", epsilon, "--cache", Path.Combine(Root, "cache"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("predicts epsilon, but this run trains v", err);
+        // A prior of another size cannot start this run's network: refused from its shapes alone.
+        string wide = Path.Combine(Root, "wide.safetensors");
+        using (var net = new DdpmDenoiser(DigitsModels.PriorNetwork(64, 1)))
+            DigitsWeights.SaveHalf(net.Module, wide, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "v" });
+        (code, _, err) = CliRunner.Run("train", "digits", "--prior-init", wide, "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains($"holds a network with ch 64 and 1 res blocks, but this run trains ch {DigitsModels.PriorConfig.Ch} with {DigitsModels.PriorConfig.NumResBlocks}", err);
+        (code, _, err) = CliRunner.Run("train", "digits", "--prior-ch", "48", "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("--prior-ch must be a multiple of 32", err);
         Assert.False(Directory.Exists(Path.Combine(Root, "cache")), "train fetched data before checking --prior-init");
     }
 

@@ -40,14 +40,15 @@ public class ModelsTests
         {
             string good = Path.Combine(dir, "good.safetensors"), bad = Path.Combine(dir, "bad.safetensors");
             using (var net = new DdpmDenoiser(DigitsModels.PriorConfig)) DigitsWeights.SaveHalf(net.Module, good);
-            using (var net = new DdpmDenoiser(DigitsModels.PriorConfig with { NumResBlocks = 2 })) DigitsWeights.SaveHalf(net.Module, bad);
+            // A fourth level: the digits preset takes any width and depth, not another number of levels.
+            using (var net = new DdpmDenoiser(DigitsModels.PriorConfig with { ChMult = [1, 2, 2, 2] })) DigitsWeights.SaveHalf(net.Module, bad);
             var ok = CliRunner.Run("models", "check", "--preset", "digits", good);
             Assert.True(ok.Code == 0, ok.Err);
             Assert.Contains("OK", ok.Out);
             var no = CliRunner.Run("models", "check", "--preset", "digits", bad);
             Assert.Equal(ExitCodes.Input, no.Code);
             Assert.Contains("unexpected key '", no.Err);
-            Assert.Contains(".block.1.", no.Err);
+            Assert.Contains("'down.3.", no.Err);
             var other = CliRunner.Run("models", "check", "--preset", "celebahq-ddpm", good);
             Assert.Equal(ExitCodes.Input, other.Code);
             Assert.Contains("missing key", other.Err);

@@ -251,6 +251,58 @@ public sealed class PriorTrainingTests : IDisposable
     }
 
     [Fact]
+    public void A_prior_file_is_built_as_the_network_its_shapes_describe()
+    {
+        Directory.CreateDirectory(_dir);
+        var wide = DigitsModels.PriorNetwork(64, 2);
+        using var d = new DdpmDenoiser(wide);
+        string path = Path.Combine(_dir, "wide.safetensors");
+        DigitsWeights.SaveHalf(d.Network, path, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "v" });
+
+        var cfg = DigitsModels.PriorConfigOf(path);
+        Assert.Equal((64, 2), (cfg.Ch, cfg.NumResBlocks));
+        using (var p = DigitsModels.LoadPrior(path))
+        {
+            Assert.Equal(PredictionType.VPrediction, p.NetworkOutput);
+            using var x = torch.randn(2, 1, 32, 32);
+            using var t = torch.tensor(new float[] { 10, 900 });
+            using var eps = p.Forward(x, t);
+            Assert.Equal(new long[] { 2, 1, 32, 32 }, eps.shape);
+            Assert.True(eps.isfinite().all().item<bool>());
+        }
+        // The embedded prior is the network PriorConfig names.
+        Assert.Same(DigitsModels.PriorConfig, DigitsModels.PriorConfigOf(null));
+        using (var p = DigitsModels.LoadPrior()) Assert.Equal(DigitsModels.EmbeddedPriorOutput, p.NetworkOutput);
+    }
+
+    [Fact]
+    public void A_prior_file_of_no_buildable_size_is_refused_naming_its_shapes()
+    {
+        Directory.CreateDirectory(_dir);
+        string path = Path.Combine(_dir, "odd.safetensors");
+        // 48 base channels: not a multiple of GroupNorm's 32 groups, so no prior network has this conv_in.
+        using (var d = new DdpmDenoiser(DigitsModels.PriorConfig))
+        {
+            var sd = d.Network.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+            sd["conv_in.weight"] = torch.zeros(48, 16, 3, 3);
+            DigitsWeights.SaveAtomically(path, sd);
+        }
+        Assert.Same(DigitsModels.PriorConfig, DigitsModels.PriorConfigOf(path));
+        var ex = Assert.ThrowsAny<ZMagic.Core.IO.CheckpointFormatException>(() => DigitsModels.LoadPrior(path));
+        Assert.Contains($"conv_in.weight: expected [{DigitsModels.PriorConfig.Ch}, 16, 3, 3], checkpoint has [48, 16, 3, 3]", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("odd.safetensors", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(48, 1)]
+    [InlineData(1056, 1)]
+    [InlineData(32, 0)]
+    [InlineData(32, 9)]
+    public void A_prior_network_of_an_unbuildable_size_is_refused(int ch, int blocks) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => DigitsModels.PriorNetwork(ch, blocks));
+
+    [Fact]
     public void Training_on_v_changes_the_target_and_is_recorded_in_the_state()
     {
         var data = SyntheticData();

