@@ -271,8 +271,8 @@ public static class TrainCommand
         md.AppendLine();
         md.AppendLine("| sampling | judge confidence >= 0.9 | largest class share deviation from 10 % | judge-feature Frechet distance | s/image | class shares 0..9 |");
         md.AppendLine("|---|---|---|---|---|---|");
-        void Row(string name, PriorQuality q) => md.AppendLine(string.Create(ci,
-            $"| {name} | {q.ConfidentFraction:P1} | {q.MaxShareDeviation * 100:F1} pp | {q.FrechetDistance:F2} | {q.SecondsPerImage:F3} | {string.Join(" ", q.ClassShares.Select(s => (s * 100).ToString("F1", ci)))} |"));
+        void Row(string name, PriorQuality q, bool isReference = false) => md.AppendLine(string.Create(ci,
+            $"| {name} | {q.ConfidentFraction:P1} | {q.MaxShareDeviation * 100:F1} pp | {(isReference ? "- (the reference)" : q.FrechetDistance.ToString("F2", ci))} | {q.SecondsPerImage:F3} | {string.Join(" ", q.ClassShares.Select(s => (s * 100).ToString("F1", ci)))} |"));
         var options = new PriorEvaluationOptions { Samples = samples, Steps = steps, SamplerStep = new FreeDoMEtaStep(eta) };
         foreach (bool clip in new[] { true, false })
         {
@@ -289,6 +289,8 @@ public static class TrainCommand
             var idx = torch.randperm(data.TrainImages.shape[0], generator: gen)[..(int)count];
             Row("real training digits (reference)", DigitsPriorEvaluation.Score(data.TrainImages.index_select(0, idx), judge, heldImages));
         }
+        // The held-out digits were never seen by the judge (nor the prior): the judge's view of unseen real digits.
+        Row("real held-out digits (unseen by the judge)", DigitsPriorEvaluation.Score(heldImages, judge, heldImages), isReference: true);
         string text = md.ToString();
         stderr.Write(text);
         return text;
