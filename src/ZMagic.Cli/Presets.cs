@@ -34,7 +34,10 @@ public sealed record BackbonePreset(string Name, string Description, string Sour
         }
         catch (CheckpointFormatException e)
         {
-            throw new InputException($"Weights file '{weightsPath}' is not a readable checkpoint: {e.Message}", e);
+            // Without a path only a replacement of the embedded weights (ZMAGIC_DIGITS_ASSETS) is read; e.Message names it.
+            throw new InputException(weightsPath is null
+                ? $"The replacement of the '{Name}' preset's embedded weights is not a readable checkpoint: {e.Message}"
+                : $"Weights file '{weightsPath}' is not a readable checkpoint: {e.Message}", e);
         }
     }
 }
@@ -161,7 +164,7 @@ public static class Presets
             {
                 if (preset.Embedded is null)
                     throw new UsageException($"Preset '{preset.Name}' ships no weights: give --weights FILE (or --random-weights for timing only).");
-                raw.LoadStateDict(DigitsWeights.LoadEmbedded(preset.Embedded), "embedded:" + preset.Embedded);
+                raw.LoadStateDict(DigitsWeights.LoadEmbedded(preset.Embedded), DigitsWeights.EmbeddedOverridePath(preset.Embedded) ?? "embedded:" + preset.Embedded);
             }
             DigitsModels.Freeze(raw.Module);
             raw.To(device);

@@ -117,7 +117,7 @@ public static class DigitsModels
             PredictionType output;
             if (path is null)
             {
-                inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), "embedded:" + DigitsWeights.PriorResource);
+                inner.LoadStateDict(DigitsWeights.LoadEmbedded(DigitsWeights.PriorResource), DigitsWeights.SourceName(DigitsWeights.PriorResource));
                 output = PriorOutputOf(DigitsWeights.EmbeddedOverridePath(DigitsWeights.PriorResource)) ?? EmbeddedPriorOutput;
             }
             else
@@ -139,7 +139,7 @@ public static class DigitsModels
     public static GuideClassifier LoadGuide()
     {
         var m = new GuideClassifier();
-        DigitsWeights.Load(m, DigitsWeights.LoadEmbedded(DigitsWeights.GuideResource), "embedded:" + DigitsWeights.GuideResource);
+        DigitsWeights.Load(m, DigitsWeights.LoadEmbedded(DigitsWeights.GuideResource), DigitsWeights.SourceName(DigitsWeights.GuideResource));
         Freeze(m);
         return m;
     }
@@ -148,7 +148,7 @@ public static class DigitsModels
     public static JudgeClassifier LoadJudge()
     {
         var m = new JudgeClassifier();
-        DigitsWeights.Load(m, DigitsWeights.LoadEmbedded(DigitsWeights.JudgeResource), "embedded:" + DigitsWeights.JudgeResource);
+        DigitsWeights.Load(m, DigitsWeights.LoadEmbedded(DigitsWeights.JudgeResource), DigitsWeights.SourceName(DigitsWeights.JudgeResource));
         Freeze(m);
         return m;
     }
@@ -158,7 +158,7 @@ public static class DigitsModels
     {
         var d = DigitsWeights.LoadEmbedded(DigitsWeights.HeldOutResource);
         if (!d.TryGetValue("images", out var img) || !d.TryGetValue("labels", out var lab))
-            throw new Core.IO.CheckpointFormatException("embedded:" + DigitsWeights.HeldOutResource, "needs 'images' and 'labels'.");
+            throw new Core.IO.CheckpointFormatException(DigitsWeights.SourceName(DigitsWeights.HeldOutResource), "needs 'images' and 'labels'.");
         long m = img.shape[0];
         var bytes = img.contiguous().data<byte>().ToArray();
         var images = MnistData.ToModelSpace(bytes, (int)m);

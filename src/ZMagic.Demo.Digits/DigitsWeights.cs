@@ -100,6 +100,9 @@ public static class DigitsWeights
     public static string? EmbeddedOverridePath(string name) =>
         Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } dir && File.Exists(Path.Combine(dir, name)) ? Path.Combine(dir, name) : null;
 
+    /// <summary>How errors name an asset: the replacing file's path (see <see cref="OverrideVariable"/>), else "embedded:NAME".</summary>
+    internal static string SourceName(string name) => EmbeddedOverridePath(name) ?? "embedded:" + name;
+
     /// <summary>Reads an embedded safetensors asset (or its override, see <see cref="OverrideVariable"/>).</summary>
     public static Dictionary<string, Tensor> LoadEmbedded(string name)
     {

@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Text;
+using TorchSharp;
+using ZMagic.Demo.Digits;
+using ZMagic.Models.Ddpm;
 using Xunit.Abstractions;
 using ZMagic.TestSupport;
 
@@ -45,6 +48,44 @@ public sealed class HostileProcessTests : TempFolderTests
         Expect("--steps 5000", ExitCodes.Usage, "generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "5000", "--out", outDir);
         Expect("--batch 4096 on celeba", ExitCodes.Usage, "generate", "--preset", "celebahq-ddpm", "--weights", Write("x.ckpt", new byte[] { 1 }),
             "--method", "unguided", "--batch", "4096", "--samples", "4096", "--out", outDir);
+    }
+
+    /// <summary>
+    /// ZMAGIC_DIGITS_ASSETS replaces the embedded prior: a folder holding a wider prior is sampled with the network its
+    /// shapes describe (the embedded network would refuse those weights), and a junk file there is an input error that
+    /// names it. A child process, so the variable cannot leak into tests running beside this one.
+    /// </summary>
+    [Fact]
+    public void TheDigitsAssetsOverrideReplacesTheEmbeddedPrior()
+    {
+        string assets = Directory.CreateDirectory(Path.Combine(Root, "assets")).FullName;
+        string prior = Path.Combine(assets, DigitsWeights.PriorResource);
+        torch.manual_seed(5);
+        using (var net = new DdpmDenoiser(DigitsModels.PriorNetwork(64, 2)))
+            DigitsWeights.SaveHalf(net.Module, prior, new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = "v" });
+        var env = new Dictionary<string, string> { [DigitsWeights.OverrideVariable] = assets };
+        string[] args = ["generate", "--preset", "digits", "--condition", "digit:class=3", "--steps", "2", "--samples", "1", "--quiet", "--out"];
+        var wide = CliProcess.Run([.. args, Path.Combine(Root, "wide")], TimeSpan.FromMinutes(2), env);
+        _out.WriteLine(wide.Err);
+        Assert.True(wide.Code == 0, $"exit {wide.Code}: {wide.Err}");
+        Assert.True(File.Exists(Path.Combine(Root, "wide", "sample_000.png")));
+
+        File.WriteAllText(prior, "not a checkpoint");
+        var junk = CliProcess.Run([.. args, Path.Combine(Root, "junk")], TimeSpan.FromMinutes(2), env);
+        _out.WriteLine(junk.Err);
+        Assert.Equal(ExitCodes.Input, junk.Code);
+        Assert.Contains("replacement of the 'digits' preset's embedded weights is not a readable checkpoint", junk.Err);
+        Assert.Contains(prior, junk.Err);
+        Assert.False(Directory.Exists(Path.Combine(Root, "junk")) && Directory.EnumerateFiles(Path.Combine(Root, "junk")).Any());
+
+        // A readable file of another network: the key error names the replacing file, not the embedded resource.
+        using (var net = new DdpmDenoiser(DigitsModels.PriorConfig with { ChMult = [1, 2, 2, 2] })) DigitsWeights.SaveHalf(net.Module, prior);
+        var other = CliProcess.Run([.. args, Path.Combine(Root, "other")], TimeSpan.FromMinutes(2), env);
+        _out.WriteLine(other.Err);
+        Assert.Equal(ExitCodes.Input, other.Code);
+        Assert.Contains(prior, other.Err);
+        Assert.Contains("down.3.", other.Err);
+        Assert.DoesNotContain("embedded:", other.Err);
     }
 
     [Fact]
