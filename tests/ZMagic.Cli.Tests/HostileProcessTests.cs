@@ -52,8 +52,9 @@ public sealed class HostileProcessTests : TempFolderTests
 
     /// <summary>
     /// ZMAGIC_DIGITS_ASSETS replaces the embedded prior: a folder holding a wider prior is sampled with the network its
-    /// shapes describe (the embedded network would refuse those weights), and a junk file there is an input error that
-    /// names it. A child process, so the variable cannot leak into tests running beside this one.
+    /// shapes describe (the embedded network would refuse those weights); a junk file there, or a file of a network no
+    /// digits prior has, is an input error that names the file. A child process, so the variable cannot leak into tests
+    /// running beside this one.
     /// </summary>
     [Fact]
     public void TheDigitsAssetsOverrideReplacesTheEmbeddedPrior()
