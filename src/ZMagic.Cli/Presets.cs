@@ -164,7 +164,7 @@ public static class Presets
             {
                 if (preset.Embedded is null)
                     throw new UsageException($"Preset '{preset.Name}' ships no weights: give --weights FILE (or --random-weights for timing only).");
-                raw.LoadStateDict(DigitsWeights.LoadEmbedded(preset.Embedded), DigitsWeights.EmbeddedOverridePath(preset.Embedded) ?? "embedded:" + preset.Embedded);
+                raw.LoadStateDict(DigitsWeights.LoadEmbedded(preset.Embedded), DigitsWeights.SourceName(preset.Embedded));
             }
             DigitsModels.Freeze(raw.Module);
             raw.To(device);

@@ -106,8 +106,7 @@ public static class DigitsWeights
     /// <summary>Reads an embedded safetensors asset (or its override, see <see cref="OverrideVariable"/>).</summary>
     public static Dictionary<string, Tensor> LoadEmbedded(string name)
     {
-        if (Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } dir && File.Exists(Path.Combine(dir, name)))
-            return SafeTensors.Load(Path.Combine(dir, name));
+        if (EmbeddedOverridePath(name) is { } path) return SafeTensors.Load(path);
         using var s = OpenEmbedded(name);
         return SafeTensors.Load(s, "embedded:" + name);
     }
