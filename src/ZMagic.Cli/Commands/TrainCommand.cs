@@ -66,7 +66,10 @@ public static class TrainCommand
         public readonly Option<int> EvalSamples = c.Declare(CliOptions.Int("--eval-samples",
             "unguided samples judged after training the prior (0: none)", 1000, 0, 1_000_000, "N"));
         public readonly Option<int> EvalSteps = c.Declare(CliOptions.Int("--eval-steps", "sampler steps of those samples (the demo's)", 25, 1, 1000, "S"));
-        public readonly Option<double> EvalEta = c.Declare(CliOptions.Double("--eval-eta", "noise share of the FreeDoM eta step of those samples (the demo's 0.5; 0: deterministic DDIM)", 0.5, "E"));
+        public readonly Option<string> EvalSampler = c.Declare(CliOptions.Choice("--eval-sampler",
+            "sampler step of those samples: freedom-eta (the demo's), ddim (eta from --eval-eta; 1: DDPM's variance) or ddpm-posterior (ancestral)",
+            "freedom-eta", new[] { "freedom-eta", "ddim", "ddpm-posterior" }, "K"));
+        public readonly Option<double> EvalEta = c.Declare(CliOptions.Double("--eval-eta", "eta of --eval-sampler freedom-eta or ddim (the demo's 0.5; 0: deterministic DDIM)", 0.5, "E"));
         public readonly Option<bool> EvaluateOnly = c.Declare(CliOptions.Flag("--evaluate-only",
             "train nothing: judge DIR/prior.safetensors (else the embedded prior) and write DIR/prior-eval.md"));
         public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
@@ -110,6 +113,12 @@ public static class TrainCommand
         int evalSteps = p.GetValue(o.EvalSteps);
         double evalEta = p.GetValue(o.EvalEta);
         if (!(evalEta >= 0 && evalEta <= 1)) throw new UsageException($"--eval-eta must be in [0, 1]; got {evalEta}.");
+        ISamplerStep evalStep = p.GetValue(o.EvalSampler) switch
+        {
+            "ddim" => new DdimStep(evalEta),
+            "ddpm-posterior" => new DdpmPosteriorStep(),
+            _ => new FreeDoMEtaStep(evalEta),
+        };
         bool evaluateOnly = p.GetValue(o.EvaluateOnly);
         if (!(priorLr > 0) || double.IsInfinity(priorLr)) throw new UsageException($"--prior-lr must be positive; got {priorLr}.");
         if (!(priorEma >= 0 && priorEma < 1)) throw new UsageException($"--prior-ema must be in [0, 1); got {priorEma}.");
@@ -137,7 +146,7 @@ public static class TrainCommand
         {
             string file = Path.Combine(outDir, DigitsWeights.PriorResource);
             string which = File.Exists(file) ? file : "the embedded prior";
-            string report = EvaluatePrior(File.Exists(file) ? file : null, which, data, Math.Max(evalSamples, 2), evalSteps, evalEta, stderr, ct);
+            string report = EvaluatePrior(File.Exists(file) ? file : null, which, data, Math.Max(evalSamples, 2), evalSteps, evalStep, stderr, ct);
             CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), report, ct);
             stdout.Write(report);
             return ExitCodes.Ok;
@@ -204,7 +213,7 @@ public static class TrainCommand
             status.End();
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha, priorMeta));
             if (evalSamples > 0)
-                CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, evalEta, stderr, ct), ct);
+                CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, evalStep, stderr, ct), ct);
             lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
         }
@@ -257,7 +266,7 @@ public static class TrainCommand
     }
 
     /// <summary>Judges unguided samples of a prior (the file, or the embedded one when null), with and without x0 clipping.</summary>
-    private static string EvaluatePrior(string? priorFile, string label, MnistData.Split data, int samples, int steps, double eta, TextWriter stderr, CancellationToken ct)
+    private static string EvaluatePrior(string? priorFile, string label, MnistData.Split data, int samples, int steps, ISamplerStep step, TextWriter stderr, CancellationToken ct)
     {
         using var judge = DigitsModels.LoadJudge();
         var (held, _) = DigitsModels.LoadHeldOut();
@@ -267,13 +276,13 @@ public static class TrainCommand
         var md = new StringBuilder();
         md.AppendLine(string.Create(ci, $"# Unguided samples of {label}"));
         md.AppendLine();
-        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps (FreeDoM eta step, eta {eta}{(eta == 0.5 ? "; the demo's sampler" : "")}), judged by the embedded judge; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
+        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps ({Describe(step)}), judged by the embedded judge; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
         md.AppendLine();
         md.AppendLine("| sampling | judge confidence >= 0.9 | largest class share deviation from 10 % | judge-feature Frechet distance | s/image | class shares 0..9 |");
         md.AppendLine("|---|---|---|---|---|---|");
         void Row(string name, PriorQuality q, bool isReference = false) => md.AppendLine(string.Create(ci,
             $"| {name} | {q.ConfidentFraction:P1} | {q.MaxShareDeviation * 100:F1} pp | {(isReference ? "- (the reference)" : q.FrechetDistance.ToString("F2", ci))} | {q.SecondsPerImage:F3} | {string.Join(" ", q.ClassShares.Select(s => (s * 100).ToString("F1", ci)))} |"));
-        var options = new PriorEvaluationOptions { Samples = samples, Steps = steps, SamplerStep = new FreeDoMEtaStep(eta) };
+        var options = new PriorEvaluationOptions { Samples = samples, Steps = steps, SamplerStep = step };
         foreach (bool clip in new[] { true, false })
         {
             stderr.WriteLine($"Judging {samples} unguided samples of {label} ({(clip ? "x0 clipped" : "unclipped")}) ...");
@@ -295,6 +304,14 @@ public static class TrainCommand
         stderr.Write(text);
         return text;
     }
+
+    private static string Describe(ISamplerStep step) => step switch
+    {
+        FreeDoMEtaStep f => string.Create(CultureInfo.InvariantCulture, $"FreeDoM eta step, eta {f.Eta}{(f.Eta == 0.5 ? "; the demo's sampler" : "")}"),
+        DdimStep d => string.Create(CultureInfo.InvariantCulture, $"DDIM, eta {d.Eta}"),
+        DdpmPosteriorStep => "DDPM posterior (ancestral) step",
+        _ => step.Name,
+    };
 
     private static Dictionary<string, string> Meta(string network, long seed, string sha, IReadOnlyDictionary<string, string>? extra = null)
     {

@@ -40,6 +40,25 @@ public class SamplerBehaviourTests
         Assert.False(xT.IsInvalid);
     }
 
+    [Fact]
+    public void DdimWithEtaOneIsTheDdpmPosteriorStepAndFreeDoMsEtaStepIsNeither()
+    {
+        // Over any skipped interval, DDIM's sigma at eta 1 is the posterior's standard deviation and its x0/eps mix is
+        // the posterior mean once eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar): the same transition, so `train digits
+        // --eval-sampler ddim --eval-eta 1` and `--eval-sampler ddpm-posterior` must agree.
+        var d = Bed();
+        var sampler = new ConditionalSampler(d);
+        var o = new SamplerOptions { Steps = 25, BatchSize = 3, Seed = 11, DType = ScalarType.Float64 };
+        using var ddim = sampler.Sample(None, o with { SamplerStep = new DdimStep(1.0) });
+        using var posterior = sampler.Sample(None, o with { SamplerStep = new DdpmPosteriorStep() });
+        var (a, b) = (Values(ddim.Images), Values(posterior.Images));
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) < 1e-9, $"element {i}: DDIM(1) {a[i]} vs posterior {b[i]}");
+        // FreeDoM's eta step at eta 1 re-noises x0 with fresh noise only (x' = sqrt(abar') x0 + sqrt(1 - abar') z):
+        // another transition, so the comparison above can fail.
+        using var freedom = sampler.Sample(None, o with { SamplerStep = new FreeDoMEtaStep(1.0) });
+        Assert.True(Values(freedom.Images).Zip(b).Max(p => Math.Abs(p.First - p.Second)) > 1e-3);
+    }
+
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.Float64)]
