@@ -81,6 +81,32 @@ public class DemoTests
     }
 
     [Fact]
+    public void Demo_SamplerOption_ChangesTheStepAndIsReported()
+    {
+        var dir = CliRunner.TempDir();
+        try
+        {
+            string[] Run(string sampler)
+            {
+                string outDir = Path.Combine(dir, sampler);
+                var (code, _, stderr) = CliRunner.Run("demo", "--out", outDir, "--samples", "2", "--steps", "3", "--sweep", "1", "--time-steps", "none",
+                    "--methods", "unguided", "--sampler", sampler, "--quiet");
+                Assert.True(code == 0, $"exit {code}: {stderr}");
+                using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "report.json")));
+                Assert.Equal(sampler, doc.RootElement.GetProperty("request").GetProperty("sampler").GetString());
+                return [File.ReadAllText(Path.Combine(outDir, "report.md")), Convert.ToBase64String(File.ReadAllBytes(Path.Combine(outDir, "unguided.png")))];
+            }
+            var eta = Run("freedom-eta");
+            var posterior = Run("ddpm-posterior");
+            Assert.Contains("FreeDoM eta step (eta 0.5)", eta[0]);
+            Assert.Contains("DDPM posterior (ancestral) step", posterior[0]);
+            // Same seeds and initial noise, another transition: other pictures.
+            Assert.NotEqual(eta[1], posterior[1]);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void Demo_CancelledBeforeStart_LeavesNothing()
     {
         var dir = CliRunner.TempDir();
@@ -109,6 +135,7 @@ public class DemoTests
     [InlineData("--sweep", "a")]
     [InlineData("--time-steps", "1")]
     [InlineData("--time-steps", "2.5")]
+    [InlineData("--sampler", "euler")]
     public void Demo_BadOptions_AreUsageErrors(string option, string value)
     {
         var (code, _, err) = CliRunner.Run("demo", option, value);

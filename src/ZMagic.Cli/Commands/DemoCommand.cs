@@ -63,6 +63,9 @@ public static class DemoCommand
         public readonly Option<int> OrderSteps = c.Declare(CliOptions.Int("--order-steps",
             "trial steps of the --order auto check run at each Z-Magic method's best scale (0: no check)", D.OrderSteps, 0, 1000, "K"));
         public readonly Option<bool> NoClip = c.Declare(CliOptions.Flag("--no-clip", "sample without x0 clipping"));
+        public readonly Option<string> Sampler = c.Declare(CliOptions.Choice("--sampler",
+            "base sampler step of every method: freedom-eta (FreeDoM's face code, eta 0.5) or ddpm-posterior (ancestral; FreeDoM's SD code)",
+            DemoSamplers.Name(D.Sampler), DemoSamplers.Names, "K"));
         public readonly Option<int> Threads = c.Declare(CommonOptions.Threads());
         public readonly Option<bool> Quiet = c.Declare(CommonOptions.Quiet());
     }
@@ -120,6 +123,7 @@ public static class DemoCommand
             Sweep = sweep,
             TimeSteps = timeSteps,
             ClipX0 = !p.GetValue(o.NoClip),
+            Sampler = DemoSamplers.Parse(p.GetValue(o.Sampler)!),
             OrderSteps = p.GetValue(o.OrderSteps),
         };
         App.SetThreads(p.GetValue(o.Threads));

@@ -60,6 +60,9 @@ public sealed record DemoOptions
     /// <summary>Sample through <c>X0ClippingDenoiser</c> (DDPM's clip_denoised).</summary>
     public bool ClipX0 { get; init; } = DemoDefaults.ClipX0;
 
+    /// <summary>The base sampler step of every method (guidance adds its updates on top).</summary>
+    public DemoSampler Sampler { get; init; } = DemoDefaults.Sampler;
+
     /// <summary>Methods to run, in order (keys of report.json).</summary>
     public IReadOnlyList<string> Methods { get; init; } = DemoDefaults.AllMethods;
 
@@ -113,4 +116,49 @@ public static class DemoDefaults
 
     /// <summary>x0 clipping.</summary>
     public const bool ClipX0 = true;
+
+    /// <summary>The sampler step.</summary>
+    public const DemoSampler Sampler = DemoSampler.FreeDoMEta;
+}
+
+/// <summary>The base sampler steps the demo offers.</summary>
+public enum DemoSampler
+{
+    /// <summary>FreeDoM's face-code step with eta 0.5 (<see cref="ZMagic.Core.Diffusion.FreeDoMEtaStep"/>): re-noises x0 with a quarter of fresh variance.</summary>
+    FreeDoMEta,
+
+    /// <summary>The DDPM posterior (ancestral) step (<see cref="ZMagic.Core.Diffusion.DdpmPosteriorStep"/>; FreeDoM's Stable Diffusion and CLIP code).</summary>
+    DdpmPosterior,
+}
+
+/// <summary>What a <see cref="DemoSampler"/> stands for.</summary>
+public static class DemoSamplers
+{
+    /// <summary>The command-line names, in <see cref="DemoSampler"/> order.</summary>
+    public static IReadOnlyList<string> Names => NameArray;
+
+    private static readonly string[] NameArray = { "freedom-eta", "ddpm-posterior" };
+
+    /// <summary>The command-line name.</summary>
+    public static string Name(DemoSampler s) => NameArray[(int)s];
+
+    /// <summary>The sampler from its command-line name.</summary>
+    /// <exception cref="ArgumentException">An unknown name.</exception>
+    public static DemoSampler Parse(string name) => Array.IndexOf(NameArray, name) is var i and >= 0
+        ? (DemoSampler)i
+        : throw new ArgumentException($"Unknown sampler '{name}'; choose from {string.Join(", ", Names)}.", nameof(name));
+
+    /// <summary>A fresh step object.</summary>
+    public static ZMagic.Core.Diffusion.ISamplerStep Create(DemoSampler s) => s switch
+    {
+        DemoSampler.DdpmPosterior => new ZMagic.Core.Diffusion.DdpmPosteriorStep(),
+        _ => new ZMagic.Core.Diffusion.FreeDoMEtaStep(0.5),
+    };
+
+    /// <summary>How the report names it.</summary>
+    public static string Describe(DemoSampler s) => s switch
+    {
+        DemoSampler.DdpmPosterior => "DDPM posterior (ancestral) step",
+        _ => "FreeDoM eta step (eta 0.5)",
+    };
 }

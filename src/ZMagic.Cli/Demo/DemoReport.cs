@@ -41,6 +41,7 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
             ["picture_scale"] = pictureScale,
             ["cagrad_c"] = options.CAGradC,
             ["clip_x0"] = options.ClipX0,
+            ["sampler"] = DemoSamplers.Name(options.Sampler),
             ["steps"] = options.Steps,
             ["time_steps"] = new JsonArray(options.TimeSteps.Select(s => (JsonNode)s).ToArray()),
             ["samples"] = options.Samples,
@@ -95,7 +96,7 @@ public sealed class DemoReport(DemoOptions options, DemoResult result, double pi
         sb.AppendLine("# ZMagic digits demo");
         sb.AppendLine();
         Line($"Request: digit **{o.TargetClass}**, ink mass **{o.TargetInk:F3} ± {o.InkTolerance:F3}** (thick; MNIST averages about 0.10), and the style of held-out digit #{o.ReferenceIndex}, a **{result.ReferenceLabel}** with ink {result.ReferenceInk:F3} (`reference.png`), Gram distance ≤ {o.StyleThreshold:G3}. The style pulls towards another class and thinner strokes, so the three conditions conflict.");
-        Line($"{o.Samples} samples per point, seed {o.Seed}, the same initial noise for every method; FreeDoM eta step (eta 0.5){(o.ClipX0 ? ", x0 clipped" : "")}. Class success is judged by the *judge* classifier (another architecture and seed, never used for guidance). Brackets: 95 % Wilson intervals; ± : 95 % intervals of the mean.");
+        Line($"{o.Samples} samples per point, seed {o.Seed}, the same initial noise for every method; {DemoSamplers.Describe(o.Sampler)}{(o.ClipX0 ? ", x0 clipped" : "")}. Class success is judged by the *judge* classifier (another architecture and seed, never used for guidance). Brackets: 95 % Wilson intervals; ± : 95 % intervals of the mean.");
         Line($"Scales at multiplier 1: class {o.ClassScale:G3}, thickness {o.ThicknessScale:G3}, style {o.StyleScale:G3} (step size sqrt(abar) x scale); CAGrad c = {o.CAGradC:G3}.");
         sb.AppendLine();
         if (result.Unguided is { } u)

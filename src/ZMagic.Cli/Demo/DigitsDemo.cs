@@ -157,7 +157,7 @@ public sealed class DigitsDemo
                 using (sampler.Sample(BuildConditions(guide, reference, 1), new SamplerOptions
                        {
                            Steps = 2, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples),
-                           Strategy = GuidanceMethods.Strategy("zmagic-percondition"),
+                           SamplerStep = DemoSamplers.Create(_o.Sampler), Strategy = GuidanceMethods.Strategy("zmagic-percondition"),
                        }, null, ct))
                 {
                 }
@@ -242,7 +242,7 @@ public sealed class DigitsDemo
                 var options = new SamplerOptions
                 {
                     Steps = steps, Seed = _o.Seed, BatchSize = Math.Min(_o.Batch, _o.Samples - item), FirstItem = item,
-                    Strategy = strategy, Combiner = combiner,
+                    SamplerStep = DemoSamplers.Create(_o.Sampler), Strategy = strategy, Combiner = combiner,
                 };
                 var progress = new SyncProgress<SamplingProgress>(_ => bar.Advance(label));
                 var traces = new List<SamplingTrace>();
