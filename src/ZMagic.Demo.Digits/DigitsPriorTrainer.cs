@@ -67,6 +67,12 @@ internal sealed record PriorTrainingOptions
     /// </summary>
     public PredictionType Prediction { get; init; } = PredictionType.Epsilon;
 
+    /// <summary>
+    /// The training digits' source, as recorded in the state file and checked on resume (the caller passes the
+    /// images; this only names them).
+    /// </summary>
+    public string Data { get; init; } = MnistData.PackageSpec;
+
     /// <summary>Steps between checkpoints (state file and the <c>checkpoint</c> callback); 0: none.</summary>
     public int CheckpointEvery { get; init; }
 
@@ -95,7 +101,7 @@ internal static class DigitsPriorTrainer
     private const int LossWindow = 200;
 
     // Settings that state files written before they were recorded always had.
-    private static readonly HashSet<(string, string)> DefaultsOfOlderStates = [("lr_schedule", "constant"), ("init", "random")];
+    private static readonly HashSet<(string, string)> DefaultsOfOlderStates = [("lr_schedule", "constant"), ("init", "random"), ("data", MnistData.PackageSpec)];
 
     /// <summary>Trains <paramref name="model"/> (a network eps(x_t, t) with t given as float [B]).</summary>
     /// <param name="model">The network to train; on return it holds the EMA weights.</param>
@@ -214,6 +220,7 @@ internal static class DigitsPriorTrainer
         ["parameters"] = parameterCount.ToString(CultureInfo.InvariantCulture),
         ["lr_schedule"] = o.CosineDecay ? "cosine to step " + o.Steps.ToString(CultureInfo.InvariantCulture) : "constant",
         ["init"] = o.InitialWeights ?? "random",
+        ["data"] = o.Data,
     };
 
     private static void SaveState(string path, Dictionary<string, string> meta, int step, List<TorchSharp.Modules.Parameter> parameters,

