@@ -54,12 +54,14 @@ public class CAGradUnitGoldenTests
                 var fun = D(outputs[$"{id}/fun"]);
                 var nfev = outputs[$"{id}/nfev"].data<long>().ToArray();
                 var lmbda = D(outputs[$"{id}/lmbda"]);
+                // A float32 call's Gram matrix is summed in float32, in whatever order this CPU's kernel takes, so its x is
+                // held to the case's float32 tolerance, not to the float64 calls' x tolerance.
+                if (f32) TensorAssert.RelL2(torch.tensor(sols.Select(s => s.Weights[0]).ToArray(), ScalarType.Float64), torch.tensor(x, ScalarType.Float64), f32Tol, what + " x");
                 for (int ch = 0; ch < x.Length; ch++)
                 {
-                    double tolX = f32 ? 1e-6 : xTol;
-                    Assert.True(Math.Abs(sols[ch].Weights[0] - x[ch]) <= tolX, $"{what} ch{ch}: x {sols[ch].Weights[0]:R} vs {x[ch]:R}");
                     if (!f32)
                     {
+                        Assert.True(Math.Abs(sols[ch].Weights[0] - x[ch]) <= xTol, $"{what} ch{ch}: x {sols[ch].Weights[0]:R} vs {x[ch]:R}");
                         Assert.Equal(nfev[ch], sols[ch].Evaluations);
                         Assert.True(Math.Abs(sols[ch].Objective - fun[ch]) <= abs2 + rel2 * Math.Abs(fun[ch]), $"{what} ch{ch}: fun {sols[ch].Objective:R} vs {fun[ch]:R}");
                         Assert.True(Math.Abs(sols[ch].Lambda - lmbda[ch]) <= abs2 + rel2 * Math.Abs(lmbda[ch]), $"{what} ch{ch}: lambda {sols[ch].Lambda:R} vs {lmbda[ch]:R}");
@@ -101,7 +103,12 @@ public class CAGradUnitGoldenTests
                     lambdas[ch] = injected.Lambda;
                     weights[ch] = D(wUsed[ch]);
                     Assert.True(Math.Abs(injected.Lambda - D(outputs[$"{id}/lmbda"])[ch]) <= (f32 ? f32Tol : abs3) + (f32 ? f32Tol : rel3) * Math.Abs(D(outputs[$"{id}/lmbda"])[ch]), $"{what} ch{ch}: lambda {injected.Lambda:R} vs {D(outputs[$"{id}/lmbda"])[ch]:R}, gw_norm ref {D(outputs[$"{id}/gw_norm"])[ch]:R}");
-                    // Our Gram equals the reference's.
+                    // On the reference's own Gram matrix our solver must reach SLSQP's value (both float64, same matrix).
+                    var onRef = combiner.SolveGram(gram);
+                    double objOnRef = combiner.NyuObjective(gram, onRef.Weights);
+                    Assert.True(objOnRef <= funRef[ch] + 1e-9 * Math.Abs(funRef[ch]) + 1e-12, $"{what} ch{ch}: objective {objOnRef:R} on the reference's Gram matrix > SLSQP {funRef[ch]:R}");
+                    // Our weights came from our own Gram matrix, which may differ from the reference's in the last float32
+                    // bits (another CPU sums in another order); near an optimum that moves the objective only to second order.
                     var ours = combiner.LastSolutions[ch];
                     double objOurs = combiner.NyuObjective(gram, ours.Weights);
                     Assert.True(objOurs <= funRef[ch] + 1e-6 * Math.Abs(funRef[ch]), $"{what} ch{ch}: objective {objOurs:R} > SLSQP {funRef[ch]:R}");

@@ -275,8 +275,13 @@ public class ZMagicStepGoldenTests
         var exact = ResearchCAGrad(c, CAGradSolver.Exact);
         exact.Combine(new[] { seen["task/A"], seen["task/B"] });
         var xExact = chk.Ref("cagrad/x_exact_not_reference").data<double>().ToArray();
-        for (int ch = 0; ch < channels; ch++)
-            Assert.True(Math.Abs(exact.LastSolutions[ch].Weights[0] - xExact[ch]) <= 1e-6, $"{c.Name} ch{ch}: exact x {exact.LastSolutions[ch].Weights[0]:R} vs {xExact[ch]:R}");
+        // float64: the precise minimiser to 1e-6; float32: the tasks themselves carry the case's float32 rounding, which
+        // moves the minimiser, so x is held to the case's tolerance for float32 CAGrad-dependent quantities.
+        if (chk.F32)
+            TensorAssert.RelL2(V(exact.LastSolutions.Select(s => s.Weights[0]).ToArray()), V(xExact), c.Tolerance("float32 CAGrad-dependent").GetProperty("rel_l2").GetDouble(), c.Name + " exact x");
+        else
+            for (int ch = 0; ch < channels; ch++)
+                Assert.True(Math.Abs(exact.LastSolutions[ch].Weights[0] - xExact[ch]) <= 1e-6, $"{c.Name} ch{ch}: exact x {exact.LastSolutions[ch].Weights[0]:R} vs {xExact[ch]:R}");
         chk.Covered("cagrad/x_exact_not_reference");
 
         // The replacement rule: a full second step with that rule (single-step cases), or from this step's tensors
@@ -378,8 +383,15 @@ public class ZMagicStepGoldenTests
             var m = new double[3, 3];
             for (int p = 0; p < 3; p++) for (int q = 0; q < 3; q++) m[p, q] = Dot(tasks[p].narrow(1, ch, 1), tasks[q].narrow(1, ch, 1));
             grams[ch] = m;
-            double ours = combiner.NyuObjective(m, combiner.LastSolutions[ch].Weights);
-            Assert.True(ours <= funRef[ch] + 1e-6 * Math.Abs(funRef[ch]), $"{c.Name} ch{ch}: simplex objective {ours:R} > SLSQP {funRef[ch]:R}");
+            // On the reference's own Gram matrix our solver must reach SLSQP's value (both float64, the same matrix); our
+            // weights, solved on our Gram matrix (the case's tolerance away), are judged there too: near the optimum the
+            // difference moves the objective only to second order.
+            var refGram = new double[3, 3];
+            for (int p = 0; p < 3; p++) for (int q = 0; q < 3; q++) refGram[p, q] = ggRef[ch, p, q].to(ScalarType.Float64).item<double>();
+            double onRef = combiner.NyuObjective(refGram, combiner.SolveGram(refGram).Weights);
+            Assert.True(onRef <= funRef[ch] + 1e-9 * Math.Abs(funRef[ch]) + 1e-12, $"{c.Name} ch{ch}: simplex objective {onRef:R} on the reference's Gram matrix > SLSQP {funRef[ch]:R}");
+            double ours = combiner.NyuObjective(refGram, combiner.LastSolutions[ch].Weights);
+            Assert.True(ours <= funRef[ch] + 1e-6 * Math.Abs(funRef[ch]), $"{c.Name} ch{ch}: simplex objective {ours:R} (our weights) > SLSQP {funRef[ch]:R}");
         }
         chk.Before("cagrad3/GG", torch.tensor(grams.SelectMany(g => g.Cast<double>()).ToArray(), ScalarType.Float64).reshape(channels, 3, 3));
         chk.Covered("cagrad3/fun");
