@@ -62,16 +62,32 @@ public class DoctorTests
         Assert.Contains("ms_per_step_median", output);
     }
 
+    /// <summary>
+    /// A route chosen by hand is applied and checked as it is, and the verdict is honest: exit 0 with every check
+    /// passed, or exit 1 naming as many failures as FAIL lines. Whether a route is right depends on the CPU (on one
+    /// Zen 5 the channels-last kernels passed every probe, on another they failed a 6x6 one-channel convolution's
+    /// input gradient), so neither outcome is assumed here; the auto route must end right, which the ISA theory checks.
+    /// </summary>
     [Theory]
     [InlineData("channels-last")]
     [InlineData("off")]
     public void Doctor_checks_the_route_ZMAGIC_ONEDNN_chose(string route)
     {
         var (code, output) = RunChild(["doctor", "--threads", "1"], new() { ["ZMAGIC_ONEDNN"] = route });
-        Assert.True(code == 0, output);
-        Assert.Contains($"checks passed on the route ZMAGIC_ONEDNN={route} chose", output);
         if (route == "off") Assert.Contains("(switched off)", output);
         if (route == "channels-last") Assert.Contains("Layout:     convolutions channels-last", output);
+        int failLines = output.Split('\n').Count(l => l.TrimStart().StartsWith("FAIL ", StringComparison.Ordinal));
+        if (code == 0)
+        {
+            Assert.Contains($"checks passed on the route ZMAGIC_ONEDNN={route} chose", output);
+            Assert.True(failLines == 0, output);
+        }
+        else
+        {
+            Assert.True(code == 1, output);
+            Assert.True(failLines > 0, output);
+            Assert.Matches($@"\b{failLines} of \d+ checks failed on the route ZMAGIC_ONEDNN={route} chose", output);
+        }
     }
 
     public static TheoryData<string, string, string?> IsaCaps()
