@@ -197,8 +197,9 @@ public class CAGradGoldenTests
                     // Post-processing from the reference's own x.
                     var injected = combiner.Finish(gram32, new[] { xRef, 1 - xRef });
                     TensorAssert.Close(Apply(g32, injected.Coefficients), expected, tol.PostAbs, tol.PostRel, what + " (stored x)");
-                    // Our bounded-Brent port end to end. The same Brent path gives the reference's x to 1e-6 on the same function; the function is ours up to the
-                    // Gram matrix's float32 rounding, which moves the minimiser by at most the bound (checked in every order).
+                    // Our bounded-Brent port end to end. The same Brent path gives the reference's x to 1e-6 on the same
+                    // function; ours differs by the Gram matrix's float32 rounding, which moves the minimiser by at most the
+                    // bound (checked in every summation order).
                     double xBound = 1e-6 + GramRoundingBound(gram64, d, Math.Pow(2, -24), gm => combiner.SolveGram(gm).Weights[0]);
                     foreach (var (how, gm) in GramsInEveryOrder(g32, gram32))
                     {
