@@ -33,6 +33,16 @@ public class CAGradGoldenTests
             sgd.GetProperty("abs").GetDouble(), sgd.GetProperty("rel").GetDouble());
     }
 
+    /// <summary>Unit roundoff of float32 (2^-24) and float64 (2^-53), for <see cref="GramRoundingBound"/>.</summary>
+    private const double Float32UnitRoundoff = 1.0 / (1 << 24), Float64UnitRoundoff = 1.0 / (1L << 53);
+
+    /// <summary>The mean of each row of a Gram matrix: G w at uniform weights, the MTRL solver's linear term.</summary>
+    private static double[] RowMeans(double[,] gm)
+    {
+        int k = gm.GetLength(0);
+        return Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gm[i, j]) / k).ToArray();
+    }
+
     private static double[,] Gram(Tensor rows)
     {
         var g = rows.mm(rows.t()).to(ScalarType.Float64).data<double>().ToArray();
@@ -200,7 +210,7 @@ public class CAGradGoldenTests
                     // Our bounded-Brent port end to end. The same Brent path gives the reference's x to 1e-6 on the same
                     // function; ours differs by the Gram matrix's float32 rounding, which moves the minimiser by at most the
                     // bound (checked in every summation order).
-                    double xBound = 1e-6 + GramRoundingBound(gram64, d, Math.Pow(2, -24), gm => combiner.SolveGram(gm).Weights[0]);
+                    double xBound = 1e-6 + GramRoundingBound(gram64, d, Float32UnitRoundoff, gm => combiner.SolveGram(gm).Weights[0]);
                     foreach (var (how, gm) in GramsInEveryOrder(g32, gram32))
                     {
                         double x = combiner.SolveGram(gm).Weights[0];
@@ -227,7 +237,7 @@ public class CAGradGoldenTests
                     // The reference's SLSQP ran on its own float32 Gram matrix; ours may differ in the last bits, which moves the
                     // objective by more than a relative 1e-6 near its zero crossing, so both solvers are compared on ours.
                     // The same checks on Gram matrices summed in other orders, as other CPUs' kernels sum them.
-                    double bound = GramRoundingBound(gram64, d, Math.Pow(2, -24), gm => combiner.NyuObjective(gm, wRef));
+                    double bound = GramRoundingBound(gram64, d, Float32UnitRoundoff, gm => combiner.NyuObjective(gm, wRef));
                     foreach (var (how, gm) in GramsInEveryOrder(g32, gram32))
                     {
                         var sol = combiner.SolveGram(gm);
@@ -274,15 +284,15 @@ public class CAGradGoldenTests
                     // c ||g0|| is a function of the Gram matrix too (||g0||^2 = sum(G) / K^2); its own float32 rounding is one
                     // more gamma_d relative on cc, times sqrt(w^T G w + eps).
                     var gramS64 = Gram(scaled.to(ScalarType.Float64));
-                    double bound = GramRoundingBound(gramS64, d, Math.Pow(2, -24), gm =>
+                    double bound = GramRoundingBound(gramS64, d, Float32UnitRoundoff, gm =>
                     {
-                        var bm = Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gm[i, j]) / k).ToArray();
+                        var bm = RowMeans(gm);
                         double sum = 0; foreach (var v in gm) sum += v;
                         return SimplexSolver.Objective(gm, bm, c * Math.Sqrt(Math.Max(sum, 0)) / k, 1e-8, wRef);
-                    }) + 2 * (d + 2) * Math.Pow(2, -24) * cc * Math.Sqrt(Math.Max(SimplexSolver.Quad(gramS, wRef), 0) + 1e-8);
+                    }) + 2 * (d + 2) * Float32UnitRoundoff * cc * Math.Sqrt(Math.Max(SimplexSolver.Quad(gramS, wRef), 0) + 1e-8);
                     foreach (var (how, gm) in GramsInEveryOrder(scaled, gramS))
                     {
-                        var bm = Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gm[i, j]) / k).ToArray();
+                        var bm = RowMeans(gm);
                         var (_, fun, _) = SimplexSolver.Minimize(gm, bm, cc, 1e-8);
                         AssertSolverAtLeastAsGood($"{what} simplex vs SLSQP, {how}", fun, SimplexSolver.Objective(gm, bm, cc, 1e-8, wRef), Fun(json, prefix), bound);
                     }
@@ -295,7 +305,7 @@ public class CAGradGoldenTests
                     double ours = CAGradCombiner.ExactObjective(gram64, sol.Weights, c);
                     var wRef = outputs[prefix + "/w"].to(ScalarType.Float64).data<double>().ToArray();
                     double atTheirW = CAGradCombiner.ExactObjective(gram64, wRef, c);
-                    double bound = GramRoundingBound(gram64, d, Math.Pow(2, -53), gm => CAGradCombiner.ExactObjective(gm, wRef, c));
+                    double bound = GramRoundingBound(gram64, d, Float64UnitRoundoff, gm => CAGradCombiner.ExactObjective(gm, wRef, c));
                     AssertSolverAtLeastAsGood(what + " exact vs precise SLSQP", ours, atTheirW, Fun(json, prefix), bound);
                     var g = Apply(g32, sol.Coefficients);
                     TensorAssert.RelL2(g, expected, 1e-5, what);
