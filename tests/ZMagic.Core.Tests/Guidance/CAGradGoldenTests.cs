@@ -36,13 +36,6 @@ public class CAGradGoldenTests
     /// <summary>Unit roundoff of float32 (2^-24) and float64 (2^-53), for <see cref="GramRoundingBound"/>.</summary>
     private const double Float32UnitRoundoff = 1.0 / (1 << 24), Float64UnitRoundoff = 1.0 / (1L << 53);
 
-    /// <summary>The mean of each row of a Gram matrix: G w at uniform weights, the MTRL solver's linear term.</summary>
-    private static double[] RowMeans(double[,] gm)
-    {
-        int k = gm.GetLength(0);
-        return Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gm[i, j]) / k).ToArray();
-    }
-
     private static double[,] Gram(Tensor rows)
     {
         var g = rows.mm(rows.t()).to(ScalarType.Float64).data<double>().ToArray();
@@ -286,13 +279,12 @@ public class CAGradGoldenTests
                     var gramS64 = Gram(scaled.to(ScalarType.Float64));
                     double bound = GramRoundingBound(gramS64, d, Float32UnitRoundoff, gm =>
                     {
-                        var bm = RowMeans(gm);
-                        double sum = 0; foreach (var v in gm) sum += v;
-                        return SimplexSolver.Objective(gm, bm, c * Math.Sqrt(Math.Max(sum, 0)) / k, 1e-8, wRef);
+                        var bm = SimplexSolver.RowMeans(gm);
+                        return SimplexSolver.Objective(gm, bm, c * Math.Sqrt(Math.Max(SimplexSolver.Sum(gm), 0)) / k, 1e-8, wRef);
                     }) + 2 * (d + 2) * Float32UnitRoundoff * cc * Math.Sqrt(Math.Max(SimplexSolver.Quad(gramS, wRef), 0) + 1e-8);
                     foreach (var (how, gm) in GramsInEveryOrder(scaled, gramS))
                     {
-                        var bm = RowMeans(gm);
+                        var bm = SimplexSolver.RowMeans(gm);
                         var (_, fun, _) = SimplexSolver.Minimize(gm, bm, cc, 1e-8);
                         AssertSolverAtLeastAsGood($"{what} simplex vs SLSQP, {how}", fun, SimplexSolver.Objective(gm, bm, cc, 1e-8, wRef), Fun(json, prefix), bound);
                     }

@@ -258,9 +258,8 @@ public class SimplexSolverExactnessTests
                 {
                     var g = Problem(kind, k, d, rng);
                     var gram = Gram(g);
-                    var b = Enumerable.Range(0, k).Select(i => Enumerable.Range(0, k).Sum(j => gram[i, j]) / k).ToArray();
-                    double sum = 0;
-                    foreach (var v in gram) sum += v;
+                    var b = SimplexSolver.RowMeans(gram);
+                    double sum = SimplexSolver.Sum(gram);
                     // The exact variant (c ||g0||, no eps) and the research/nyuv2 form (c sqrt(mean + 1e-8) + 1e-8, eps 1e-8).
                     double coef = nyuForm ? c * Math.Sqrt(sum / (k * k) + 1e-8) + 1e-8 : c * Math.Sqrt(Math.Max(sum, 0)) / k;
                     double eps = nyuForm ? 1e-8 : 0;
@@ -294,10 +293,8 @@ public class SimplexSolverExactnessTests
             var rng = new Random(seed);
             var g = Problem("conflicting", 3, 80, rng);
             var gram = Gram(g);
-            var b = Enumerable.Range(0, 3).Select(i => Enumerable.Range(0, 3).Sum(j => gram[i, j]) / 3).ToArray();
-            double sum = 0;
-            foreach (var v in gram) sum += v;
-            double coef = 0.5 * Math.Sqrt(Math.Max(sum, 0)) / 3;
+            var b = SimplexSolver.RowMeans(gram);
+            double coef = 0.5 * Math.Sqrt(Math.Max(SimplexSolver.Sum(gram), 0)) / 3;
             var (w, _, _) = SimplexSolver.Minimize(gram, b, coef, 0);
             double ours = Objective(gram, b, coef, 0, w), theirs = Objective(gram, b, coef, 0, Reference(gram, b, coef, 0).W);
             Assert.True(ours <= theirs + RelBound * Math.Abs(theirs) + Floor(gram, b, coef, 0), $"seed {seed}: {ours:R} > {theirs:R}");

@@ -132,7 +132,7 @@ public sealed class CAGradCombiner : IGradientCombiner
             }
             default:
             {
-                double g0Norm = Math.Sqrt(Math.Max(Sum(gram), 0)) / k;
+                double g0Norm = Math.Sqrt(Math.Max(SimplexSolver.Sum(gram), 0)) / k;
                 double norm = Math.Sqrt(Math.Max(SimplexSolver.Quad(gram, w), 0));
                 lambda = norm > 0 ? c * g0Norm / norm : 0.0;
                 for (int i = 0; i < k; i++) coef[i] = 1.0 / k + lambda * w[i];
@@ -172,9 +172,8 @@ public sealed class CAGradCombiner : IGradientCombiner
     {
         int k = gram.GetLength(0);
         double c = Options.C;
-        var b = new double[k];
-        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
-        double coef = c * Math.Sqrt(Math.Max(Sum(gram), 0)) / k;
+        var b = SimplexSolver.RowMeans(gram);
+        double coef = c * Math.Sqrt(Math.Max(SimplexSolver.Sum(gram), 0)) / k;
         if (k == 2)
         {
             // w = (x, 1 - x): f(x) = x b0 + (1 - x) b1 + coef sqrt(q(x)), q(x) = x^2 A + 2x B + C.
@@ -236,10 +235,8 @@ public sealed class CAGradCombiner : IGradientCombiner
 
     private CAGradGroupSolution SolveNyuForm(double[,] gram)
     {
-        int k = gram.GetLength(0);
         double cc = Options.C * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
-        var b = new double[k];
-        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        var b = SimplexSolver.RowMeans(gram);
         var (w, fun, it) = SimplexSolver.Minimize(gram, b, cc, 1e-8);
         return Finish(gram, w, fun, it);
     }
@@ -249,10 +246,8 @@ public sealed class CAGradCombiner : IGradientCombiner
     {
         ArgumentNullException.ThrowIfNull(gram);
         ArgumentNullException.ThrowIfNull(w);
-        int k = w.Length;
         double cc = Options.C * Math.Sqrt(Mean(gram) + 1e-8) + 1e-8;
-        var b = new double[k];
-        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        var b = SimplexSolver.RowMeans(gram);
         return SimplexSolver.Objective(gram, b, cc, 1e-8, w);
     }
 
@@ -262,12 +257,9 @@ public sealed class CAGradCombiner : IGradientCombiner
         ArgumentNullException.ThrowIfNull(gram);
         ArgumentNullException.ThrowIfNull(w);
         int k = w.Length;
-        var b = new double[k];
-        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
-        return SimplexSolver.Objective(gram, b, c * Math.Sqrt(Math.Max(Sum(gram), 0)) / k, 0, w);
+        var b = SimplexSolver.RowMeans(gram);
+        return SimplexSolver.Objective(gram, b, c * Math.Sqrt(Math.Max(SimplexSolver.Sum(gram), 0)) / k, 0, w);
     }
 
-    private static double Sum(double[,] m) { double s = 0; foreach (var v in m) s += v; return s; }
-
-    private static double Mean(double[,] m) => Sum(m) / m.Length;
+    private static double Mean(double[,] m) => SimplexSolver.Sum(m) / m.Length;
 }

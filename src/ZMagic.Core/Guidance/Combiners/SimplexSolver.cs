@@ -389,6 +389,21 @@ internal static class SimplexSolver
         return (w, fw, it);
     }
 
+    /// <summary>
+    /// The row means of a Gram matrix, <c>G 1/K</c> = <c>g_i . g0</c> with g0 the tasks' mean: the linear term b of the
+    /// dual for every CAGrad form that measures conflict against the mean gradient.
+    /// </summary>
+    public static double[] RowMeans(double[,] gram)
+    {
+        int k = gram.GetLength(0);
+        var b = new double[k];
+        for (int i = 0; i < k; i++) { double s = 0; for (int j = 0; j < k; j++) s += gram[i, j]; b[i] = s / k; }
+        return b;
+    }
+
+    /// <summary>The sum of every entry; for a Gram matrix <c>K^2 ||g0||^2</c>.</summary>
+    public static double Sum(double[,] m) { double s = 0; foreach (var v in m) s += v; return s; }
+
     /// <summary><c>w . b + coef * sqrt(w^T G w + eps)</c>.</summary>
     public static double Objective(double[,] gram, double[] b, double coef, double eps, double[] w)
     {
